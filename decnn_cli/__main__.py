@@ -1,0 +1,3 @@
+from decnn_cli.cli import main
+
+main()

@@ -1,0 +1,291 @@
+"""The ``decnn`` command line: parse options, build a RunConfig, call ``experiments.*``, print a rich table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, build_config, read_toml
+from decnn_cli.data import DATASETS
+from decnn_cli.errors import ConfigError, DecnnError
+from decnn_cli.methods import METHODS
+
+app = typer.Typer(
+    name="decnn",
+    help="Decodable Neural Networks: train, evaluate uncertainty, attack, compose and check fairness.",
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
+DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
+
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; a DecnnError becomes one red line on stderr and its exit code (2 for config errors)."""
+    try:
+        return action()
+    except DecnnError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] nothing unfinished was kept")
+        raise typer.Exit(130) from None
+
+
+def _recipe_sections(recipe: Path | None) -> dict[str, Any]:
+    """The run sections of a recipe (other top-level tables belong to `decnn reproduce`)."""
+    if recipe is None:
+        return {}
+    raw = read_toml(recipe)
+    unknown = sorted(set(raw) - set(RUN_SECTIONS) - RECIPE_KEYS - {"out_dir"})
+    if unknown:
+        raise ConfigError(
+            f"recipe {recipe} has unknown top-level key(s) {unknown}; "
+            f"allowed: {sorted(set(RUN_SECTIONS) | RECIPE_KEYS)}"
+        )
+    return {k: v for k, v in raw.items() if k in RUN_SECTIONS or k == "out_dir"}
+
+
+def _metrics_table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
+RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="TOML recipe with run sections (see recipes/).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override any config key: section.key=value (repeatable).")
+]
+DataRootOpt = Annotated[
+    Path | None, typer.Option("--data-root", help="Data root in torchvision's layout (else $DECNN_DATA_ROOT).")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
+
+
+@app.command()
+def train(
+    recipe: RecipeOpt = None,
+    method: Annotated[MethodName | None, typer.Option("--method", "-m", help="Method to train.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option("--dataset", "-d", help="Dataset to train on.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Classifier: mlp, cnn, linear or resnet18.")] = None,
+    decoder: Annotated[str | None, typer.Option("--decoder", help="Shared decoder: mlp or resnet.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of init, shuffling and paths.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
+    subset: Annotated[int | None, typer.Option("--subset", help="Cap every split at N examples (smoke runs).")] = None,
+    data_root: DataRootOpt = None,
+    download: Annotated[bool, typer.Option("--download", help="Download missing MNIST/Fashion files.")] = False,
+    device: DeviceOpt = None,
+    holdout_attr: Annotated[
+        str | None, typer.Option("--holdout-attr", help="CelebA attribute held out of training.")
+    ] = None,
+    compose_with: Annotated[
+        Path | None, typer.Option("--compose-with", help="Checkpoint of a pretrained m (Eq. 7).")
+    ] = None,
+    compose_target: Annotated[
+        str | None, typer.Option("--compose-target", help="reconstruction (Eq. 7) or direct.")
+    ] = None,
+    protect_with: Annotated[
+        Path | None, typer.Option("--protect-with", help="Checkpoint of a protected-attribute classifier (Eq. 8).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for run folders (default results/runs).")
+    ] = None,
+    overrides: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train one method on one dataset; write results/runs/<dataset>__<method>__seed<k>__<time>/."""
+
+    def action() -> None:
+        from decnn_cli.experiments.train import train as run_train
+
+        cfg = build_config(
+            _recipe_sections(recipe),
+            {
+                "method.name": method.value if method else None,
+                "data.name": dataset.value if dataset else None,
+                "model.arch": arch,
+                "model.decoder": decoder,
+                "train.seed": seed,
+                "train.epochs": epochs,
+                "data.subset": subset,
+                "data.root": str(data_root) if data_root else None,
+                "data.download": True if download else None,
+                "train.device": device,
+                "data.holdout_attr": holdout_attr,
+                "method.compose_with": str(compose_with) if compose_with else None,
+                "method.compose_target": compose_target,
+                "method.protect_with": str(protect_with) if protect_with else None,
+                "out_dir": str(out_dir) if out_dir else None,
+            },
+            overrides,
+        )
+        outcome = run_train(cfg, console=err, show_progress=not quiet)
+        shown = {k: v for k, v in outcome.metrics.items() if not isinstance(v, list | dict)}
+        out.print(_metrics_table(f"{cfg.method.name} on {cfg.data.name}", shown))
+        if "recon_mse_per_layer" in outcome.metrics:
+            layers = ", ".join(f"{v:.4f}" for v in outcome.metrics["recon_mse_per_layer"])
+            out.print(f"reconstruction MSE per layer: {layers}")
+        out.print(f"run folder: {outcome.run_dir}")
+
+    _guard(action)
+
+
+RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders holding run folders.")]
+ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
+SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("dataset", "method", "run", "outlier") else "right")
+    for row in rows:
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns))
+    return table
+
+
+@app.command("eval-calibration")
+def eval_calibration(
+    runs: RunsArg,
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "calibration",
+    samples: SamplesOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    results: ResultsOpt = Path("results"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy, ECE (15 bins, %), NLL, Brier and misclassification ROC-AUC per run (Tables 1a, 1b, 4a)."""
+
+    def action() -> None:
+        from decnn_cli.experiments.calibration import evaluate_calibration
+
+        rows = evaluate_calibration(runs, results, table, samples, data_root, device or "auto", not quiet)
+        columns = ["dataset", "method", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
+        out.print(_rows_table("calibration", rows, columns))
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use the first N inputs of each set (CPU-sized runs).")]
+
+
+@app.command("eval-ood")
+def eval_ood(
+    runs: RunsArg,
+    outlier: Annotated[
+        list[str],
+        typer.Option(
+            "--outlier",
+            "-o",
+            help="mnist, fashion, celeba, digits, patches, corrupt:<name>[@severity], corrupt:all, "
+            "celeba-holdout:<Attribute> (repeatable).",
+        ),
+    ],
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "ood",
+    samples: SamplesOpt = None,
+    limit: LimitOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    results: ResultsOpt = Path("results"),
+    quiet: QuietOpt = False,
+) -> None:
+    """ROC-AUC / AUPR / FPR@95%TPR of detecting outliers by uncertainty (Tables 2, 3); outliers are positive."""
+
+    def action() -> None:
+        from decnn_cli.experiments.ood import evaluate_ood
+
+        rows = evaluate_ood(runs, outlier, results, table, samples, limit, data_root, device or "auto", not quiet)
+        columns = ["dataset", "method", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        out.print(_rows_table("out-of-distribution detection", rows, columns))
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
+@app.command()
+def attack(
+    runs: RunsArg,
+    eps: Annotated[float, typer.Option("--eps", help="L-inf budget on inputs in [0, 1].")] = 0.1,
+    name: Annotated[str, typer.Option("--attack", help="fgsm, pgd, bim, ffgsm or mifgsm (torchattacks).")] = "fgsm",
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "attack",
+    samples: SamplesOpt = None,
+    limit: LimitOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    results: ResultsOpt = Path("results"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Attack each run's single classifier; accuracy under attack and ROC-AUC of detecting the attack (Table 2)."""
+
+    def action() -> None:
+        from decnn_cli.experiments.attack import evaluate_attack
+
+        rows = evaluate_attack(runs, name, eps, results, table, samples, limit, data_root, device or "auto", not quiet)
+        columns = ["dataset", "method", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
+        out.print(_rows_table("adversarial detection", rows, columns))
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
+@app.command()
+def report(
+    runs: RunsArg,
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "training",
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Aggregate the training metrics of run folders into results/<table>.csv and .md (mean (std) over seeds)."""
+
+    def action() -> None:
+        from decnn_cli.experiments.report import report_runs
+
+        rows = report_runs(runs, results, table)
+        columns = ["dataset", "method", "seed", "test_accuracy", "test_ece", "seconds_per_epoch"]
+        out.print(_rows_table("training", rows, columns))
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered methods."""
+    table = Table("method", "what it is", "predicts with", title="methods")
+    for name, spec in METHODS.items():
+        table.add_row(name, spec.summary, spec.predictive)
+    out.print(table)
+
+
+@app.command("datasets")
+def list_datasets() -> None:
+    """List the registered datasets."""
+    table = Table("dataset", "what it is", "needs --data-root", title="datasets")
+    for name, entry in DATASETS.items():
+        table.add_row(name, entry.summary, "yes" if entry.needs_root else "no (bundled)")
+    out.print(table)
+
+
+def main() -> None:
+    app(prog_name="decnn")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Typed run configuration: defaults < TOML recipe < first-class CLI options < ``--set section.key=value``.
+
+Every field is documented where it is defined. Sections forbid unknown keys, so a misspelt key in a recipe or
+an override is an error (exit code 2), never a silent default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from decnn_cli.errors import ConfigError
+
+RUN_SECTIONS = ("data", "model", "method", "train", "eval")
+# Top-level tables of a recipe that describe a grid of runs for `decnn reproduce`, not a single run.
+RECIPE_KEYS = {"table", "grid", "evaluations", "paper"}
+TOP_LEVEL_KEYS = {"out_dir"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    name: str = Field("digits", description="Dataset name from the registry (`decnn datasets` lists them).")
+    root: Path | None = Field(
+        None, description="Data root in torchvision's layout; when unset, $DECNN_DATA_ROOT is used."
+    )
+    download: bool = Field(False, description="Fetch missing files with torchvision's downloader.")
+    subset: int | None = Field(
+        None, ge=1, description="Cap every split at this many examples (seeded): for smoke runs."
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the training split held out.")
+    split_seed: int = Field(
+        0, description="Seed of the train/val split and of --subset; fixed across seeds so test sets agree."
+    )
+    batch_size: int = Field(128, ge=1, description="Training batch size.")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for datasets read lazily from disk.")
+    target: str | None = Field(
+        None,
+        description="What to predict, when the dataset offers a choice: a CelebA attribute (default: all 40, "
+        "multi-label) or 'digit' / 'color' for the coloured datasets.",
+    )
+    negate_target: bool = Field(False, description="Predict the absence of `target` (CelebA: not No_Beard).")
+    protected: str | None = Field(None, description="Attribute carried along as group labels for fairness evaluation.")
+    holdout_attr: str | None = Field(
+        None, description="CelebA attribute whose positive images are removed from train and val (Table 3)."
+    )
+    color_correlation: float = Field(
+        0.9, ge=0.0, le=1.0, description="Coloured datasets: P(colour == label-linked colour) in train/val."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from decnn_cli.data import DATASETS
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+        return name
+
+
+class ModelConfig(_Section):
+    arch: Literal["mlp", "cnn", "linear", "resnet18"] = Field(
+        "mlp",
+        description="Classifier f: 'mlp' (the paper's), 'cnn' (Appendix A.6), or 'linear'/'resnet18' "
+        "(pretrained models m for composition, Sec. 4.2).",
+    )
+    depth: int = Field(8, ge=1, description="Hidden layers L of the MLP (blocks of the CNN).")
+    width: int = Field(256, ge=1, description="Units per hidden layer; constant so one decoder serves all.")
+    decoder: Literal["mlp", "resnet"] = Field(
+        "mlp", description="Shared decoder g: 'resnet' (ResNet-18-style, the paper's) or 'mlp' (CPU-sized)."
+    )
+    decoder_width: int = Field(512, ge=1, description="Hidden units of the MLP decoder.")
+    decoder_channels: int = Field(
+        64, ge=4, description="Channels of the last ResNet decoder stage (stages use 8x, 4x, 2x, 1x this)."
+    )
+    cnn_channels: int = Field(32, ge=1, description="Channels of the first CNN block (doubling every 2).")
+
+
+class MethodConfig(_Section):
+    name: str = Field("redecnn", description="Method from the registry (`decnn methods` lists them).")
+    beta: float = Field(
+        1.0, ge=0.0, description="Weight of the reconstruction term (per-pixel MSE) in Eq. 4 and Eq. 5."
+    )
+    alpha: float = Field(
+        0.9, ge=0.0, le=1.0, description="Geometric down-weighting of recursion depth d in Eq. 5 (alpha^d)."
+    )
+    recursion_depth: int = Field(8, ge=1, description="Recursion depth D of ReDecNN (the paper: D = L = 8).")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Drop rate of the dropout and mc-dropout methods.")
+    ensemble_size: int | None = Field(
+        None, ge=1, description="Members of the naive ensemble; unset means D, as in the paper."
+    )
+    prior_sigma1: float = Field(1.0, gt=0.0, description="BayesNN: std of the wide scale-mixture component.")
+    prior_sigma2: float = Field(
+        0.0025, gt=0.0, description="BayesNN: std of the narrow scale-mixture component (e^-6 in Blundell)."
+    )
+    prior_pi: float = Field(0.5, ge=0.0, le=1.0, description="BayesNN: weight of the wide component.")
+    posterior_rho_init: float = Field(
+        -5.0, description="BayesNN: initial rho of the posterior, sigma = log(1 + e^rho) (about 0.007)."
+    )
+    compose_with: Path | None = Field(
+        None, description="Checkpoint of a frozen pretrained model m to compose with (Eq. 7)."
+    )
+    compose_target: Literal["reconstruction", "direct"] = Field(
+        "reconstruction", description="Regularise f(g(h)) towards m(g(h)) (Eq. 7) or towards m(x) (Table 6)."
+    )
+    compose_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 7 divergence.")
+    protect_with: Path | None = Field(
+        None, description="Checkpoint of a frozen classifier of a protected attribute (Eq. 8)."
+    )
+    protect_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 8 uniformity term.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from decnn_cli.methods import METHODS
+
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+        return name
+
+    @property
+    def members(self) -> int:
+        """Ensemble members (derived: ``ensemble_size`` or D)."""
+        return self.ensemble_size or self.recursion_depth
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, description="Passes over the training split.")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
+    seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    log_every: int = Field(25, ge=1, description="Steps between progress-bar refreshes (each one syncs).")
+    compile: bool = Field(False, description="Wrap the classifier and decoder in torch.compile.")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+
+
+class EvalConfig(_Section):
+    samples: int = Field(32, ge=1, description="N sampled predictions per input for uncertainty (Eq. 6).")
+    batch_size: int = Field(512, ge=1, description="Evaluation batch size (before the N-fold expansion).")
+    ece_bins: int = Field(15, ge=1, description="Equal-width bins of the expected calibration error.")
+
+
+class RunConfig(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    out_dir: Path = Field(Path("results/runs"), description="Folder that receives one folder per run.")
+
+    @model_validator(mode="after")
+    def _decoder_fits_classifier(self) -> RunConfig:
+        if self.model.arch in ("linear", "resnet18") and self.method.name not in ("standard", "dropout"):
+            raise ValueError(f"arch {self.model.arch!r} has no hidden layers to decode; use it with method 'standard'")
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key; check its spelling against `decnn config --help` or the recipe docs"
+    return f"invalid configuration at {where}: {message}"
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"method.alpha=0.5"`` -> ``{"method": {"alpha": 0.5}}``; values parse as TOML, else stay strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    dotted, raw = text.split("=", 1)
+    keys = dotted.strip().split(".")
+    top_level = len(keys) == 1 and keys[0] in TOP_LEVEL_KEYS
+    if (len(keys) < 2 and not top_level) or not all(keys):
+        raise ConfigError(f"override {text!r} must name a section and a key, as in method.alpha=0.5")
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return _nest(keys, value)
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    nested: dict[str, Any] = {keys[-1]: value}
+    for key in reversed(keys[:-1]):
+        nested = {key: nested}
+    return nested
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning a missing or malformed file into one clear error."""
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; pass the path of a TOML file (see recipes/)")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"recipe {path} is not valid TOML ({err}); fix the file") from err
+
+
+def build_config(
+    recipe: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Resolve one RunConfig from a recipe's run sections, CLI options and ``--set`` overrides (in that order).
+
+    ``options`` uses dotted keys (``{"method.name": "decnn"}``); ``None`` values are skipped.
+    """
+    merged: dict[str, Any] = {}
+    if recipe:
+        merged = _deep_merge(merged, recipe)
+    for dotted, value in (options or {}).items():
+        if value is not None:
+            merged = _deep_merge(merged, _nest(dotted.split("."), value))
+    for text in overrides or []:
+        merged = _deep_merge(merged, parse_override(text))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A TOML-safe dict (paths as strings, None dropped) that ``build_config`` reads back to an equal config."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return clean(cfg.model_dump())
+
+
+def dump_toml(cfg: RunConfig) -> str:
+    return tomli_w.dumps(config_to_dict(cfg))

@@ -1,0 +1,45 @@
+"""Datasets by name -> seeded (train, val, test) splits with inputs in [0, 1].
+
+One explicit registry: the CLI's choices and the tests' parametrisation both come from ``DATASETS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from decnn_cli.config import DataConfig
+from decnn_cli.data import celeba, digits, mnist, speech
+from decnn_cli.data.spec import DataSpec, Splits
+from decnn_cli.errors import DecnnError
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    summary: str
+    load: Callable[[DataConfig], Splits]
+    needs_root: bool
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry("scikit-learn's 1,797 bundled digits at 28x28 (offline default)", digits.load, False),
+    "mnist": DatasetEntry("MNIST, 28x28 grayscale digits", lambda cfg: mnist.load(cfg, "mnist"), True),
+    "fashion": DatasetEntry("Fashion-MNIST, 28x28 grayscale clothing", lambda cfg: mnist.load(cfg, "fashion"), True),
+    "celeba": DatasetEntry("CelebA aligned faces at 64x64 RGB, 40 attributes", celeba.load, True),
+    "audiomnist": DatasetEntry("AudioMNIST spoken digits as 32x32 log-mel spectrograms", speech.load_audiomnist, True),
+    "fluent": DatasetEntry("Fluent Speech Commands, 6 actions, 32x32 log-mel spectrograms", speech.load_fluent, True),
+}
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise DecnnError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """The seeded train/val/test splits that ``cfg`` names."""
+    return get_dataset(cfg.name).load(cfg)
+
+
+__all__ = ["DATASETS", "DataSpec", "DatasetEntry", "Splits", "get_dataset", "load_splits"]

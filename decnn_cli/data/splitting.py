@@ -1,0 +1,89 @@
+"""Seeded train/val splits, subsets and fast DataLoaders over in-memory tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
+
+from decnn_cli.config import DataConfig
+from decnn_cli.data.spec import DataSpec, Splits
+
+
+def _permutation(n: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def cap(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded random subset of at most ``limit`` examples (the dataset itself when ``limit`` is None)."""
+    n = len(dataset)
+    if limit is None or limit >= n:
+        return dataset
+    index = _permutation(n, seed)[:limit].sort().values
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[index] for t in dataset.tensors))
+    return Subset(dataset, index.tolist())
+
+
+def split_off_val(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Seeded split of a training set into (train, val)."""
+    n = len(dataset)
+    order = _permutation(n, seed)
+    n_val = max(1, round(n * fraction))
+    val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+    if isinstance(dataset, TensorDataset):
+        return (
+            TensorDataset(*(t[train_index] for t in dataset.tensors)),
+            TensorDataset(*(t[val_index] for t in dataset.tensors)),
+        )
+    return Subset(dataset, train_index.tolist()), Subset(dataset, val_index.tolist())
+
+
+def finish_splits(
+    spec: DataSpec, train_full: Dataset, test: Dataset, cfg: DataConfig, val: Dataset | None = None
+) -> Splits:
+    """Split validation off the training set (unless the dataset has an official one) and apply --subset."""
+    if val is None:
+        train, val = split_off_val(train_full, cfg.val_fraction, cfg.split_seed)
+    else:
+        train = train_full
+    return Splits(
+        spec=spec,
+        train=cap(train, cfg.subset, cfg.split_seed),
+        val=cap(val, cfg.subset, cfg.split_seed + 1),
+        test=cap(test, cfg.subset, cfg.split_seed + 2),
+    )
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    sampler: torch.utils.data.Sampler | None = None,
+) -> DataLoader:
+    """A DataLoader; in-memory TensorDatasets are indexed a whole batch at a time (no per-item collate).
+
+    ``sampler`` (e.g. a DistributedSampler) replaces the default random/sequential order.
+    """
+    if sampler is None:
+        generator = torch.Generator().manual_seed(seed)
+        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    if isinstance(dataset, TensorDataset):
+        return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

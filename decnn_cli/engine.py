@@ -1,0 +1,269 @@
+"""Training and evaluation loops, devices and checkpoints. Never imports the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+from torch.utils.data import DataLoader
+
+from decnn_cli.config import RunConfig, TrainConfig
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.errors import DecnnError
+from decnn_cli.methods import LossContext, MethodSpec, get_method
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else must name a device torch can use."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DecnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DecnnError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def progress_bar(disable: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=disable,
+        transient=False,
+    )
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def _batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+
+
+def fit(
+    model: nn.Module,
+    method: MethodSpec,
+    ctx: LossContext,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+    on_epoch_start=None,
+) -> list[EpochRecord]:
+    """Train ``model`` with Adam for ``cfg.epochs`` epochs; raise DecnnError at the first non-finite loss.
+
+    The inner loop does not synchronise with the device: running sums and the index of the first
+    non-finite step stay on the device and are read every ``cfg.log_every`` steps.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_loader)
+    task_id = None
+    if progress is not None:
+        task_id = progress.add_task(f"train {method.name}", total=cfg.epochs * steps_per_epoch, status="")
+    history: list[EpochRecord] = []
+    step = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    for epoch in range(1, cfg.epochs + 1):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        seen = 0
+        part_sums: dict[str, torch.Tensor] = {}
+        for i, (x, y) in enumerate(_batches(train_loader, device)):
+            with autocast(device, cfg.amp):
+                terms = method.loss(model, x, y, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            step += 1
+            total = terms.total.detach().float()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total), step, first_bad)
+            loss_sum += total * x.shape[0]
+            correct_sum += ctx.task.hits(ctx.task.probs(terms.logits.detach().float()), y).sum()
+            for name, value in terms.parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value.float() * x.shape[0]
+            seen += x.shape[0]
+            last = i + 1 == steps_per_epoch
+            if (i + 1) % cfg.log_every == 0 or last:
+                _raise_if_nonfinite(first_bad, epoch, steps_per_epoch)
+                if progress is not None:
+                    status = f"epoch {epoch} loss {loss_sum.item() / seen:.4f} acc {correct_sum.item() / seen:.3f}"
+                    progress.update(task_id, completed=(epoch - 1) * steps_per_epoch + i + 1, status=status)
+        val_accuracy = point_accuracy(model, method, val_loader, ctx, device)
+        history.append(
+            EpochRecord(
+                epoch=epoch,
+                train_loss=loss_sum.item() / seen,
+                train_accuracy=correct_sum.item() / seen,
+                val_accuracy=val_accuracy,
+                seconds=time.perf_counter() - started,
+                parts={k: float(v) / seen for k, v in part_sums.items()},
+            )
+        )
+        if progress is not None:
+            progress.update(
+                task_id, status=f"epoch {epoch} loss {history[-1].train_loss:.4f} val acc {val_accuracy:.3f}"
+            )
+    return history
+
+
+def _raise_if_nonfinite(first_bad: torch.Tensor, epoch: int, steps_per_epoch: int) -> None:
+    bad = int(first_bad.item())
+    if bad >= 0:
+        raise DecnnError(
+            f"the training loss became NaN or infinite at step {bad} (epoch {epoch}); nothing was saved: "
+            "lower --set train.lr or method.beta, or check the inputs for non-finite values"
+        )
+
+
+@torch.no_grad()
+def point_accuracy(
+    model: nn.Module, method: MethodSpec, loader: DataLoader, ctx: LossContext, device: torch.device
+) -> float:
+    """Accuracy of f's own forward pass (per attribute, averaged, for multi-label tasks)."""
+    model.eval()
+    point = method.point(model)
+    correct, seen = 0.0, 0
+    for x, y in _batches(loader, device):
+        correct += ctx.task.hits(ctx.task.probs(point(x).float()), y).sum().item()
+        seen += x.shape[0]
+    return correct / max(seen, 1)
+
+
+@torch.no_grad()
+def reconstruction_errors(model: nn.Module, loader: DataLoader, device: torch.device) -> list[float]:
+    """Per-pixel MSE between g(h_l) and x for every layer l, averaged over ``loader``: [L floats]."""
+    model.eval()
+    sums: torch.Tensor | None = None
+    seen = 0
+    for x, _ in _batches(loader, device):
+        _, hidden = model(x)
+        decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W)
+        err = ((decoded.float() - x.unsqueeze(0)) ** 2).flatten(2).mean(2).sum(1)  # (L,)
+        sums = err if sums is None else sums + err
+        seen += x.shape[0]
+    return [] if sums is None else (sums / seen).tolist()
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec, extra: dict | None = None) -> None:
+    """``model.pt``: weights plus what is needed to rebuild the model (config, data spec, format version)."""
+    from decnn_cli.config import config_to_dict
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config_to_dict(cfg),
+        "data_spec": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    method: MethodSpec
+    cfg: RunConfig
+    spec: DataSpec
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Rebuild the model saved at ``path``; a missing, foreign or mismatched checkpoint is one clear error."""
+    from decnn_cli.config import RunConfig
+
+    if not path.is_file():
+        raise DecnnError(f"checkpoint {path} does not exist; pass a run folder written by `decnn train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable files
+        raise DecnnError(f"checkpoint {path} cannot be read ({type(err).__name__}); retrain the run") from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        raise DecnnError(
+            f"checkpoint {path} was not written by this version of decnn (format {found}, "
+            f"expected {CHECKPOINT_FORMAT}); retrain the run"
+        )
+    try:
+        cfg = RunConfig.model_validate(payload["config"])
+        spec = DataSpec.from_dict(payload["data_spec"])
+    except (ValidationError, KeyError, TypeError) as err:
+        raise DecnnError(
+            f"checkpoint {path} carries a config this version cannot read ({err}); retrain the run"
+        ) from None
+    method = get_method(cfg.method.name)
+    model = method.build(cfg, spec)
+    missing, unexpected = _state_mismatch(model, payload["state_dict"])
+    if missing or unexpected:
+        raise DecnnError(
+            f"checkpoint {path} does not fit the architecture its config describes "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); retrain the run"
+        )
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return LoadedModel(model, method, cfg, spec)
+
+
+def _state_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    unexpected = [k for k in state if k not in own]
+    return missing, unexpected
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,88 @@
+"""``decnn train``: fit one method on one dataset and write a traceable run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from decnn_cli import engine, metrics, plots
+from decnn_cli.config import RunConfig, dump_toml
+from decnn_cli.data import load_splits
+from decnn_cli.data.splitting import make_loader
+from decnn_cli.methods import LossContext, get_method
+from decnn_cli.results import RunFolder, git_revision, run_name, write_json_atomic, write_text_atomic
+from decnn_cli.tasks import TaskHead
+from decnn_cli.uncertainty import predict
+
+DECODING_ROWS = 8
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(cfg: RunConfig, console: Console | None = None, show_progress: bool = True) -> TrainOutcome:
+    """Train ``cfg.method`` on ``cfg.data``, evaluate on the test split and write the run folder.
+
+    The folder holds config.toml (resolved), metrics.json, model.pt, predictions.npz and, for methods with a
+    decoder, decodings.png. It appears only when everything is written.
+    """
+    console = console or Console(stderr=True)
+    device = engine.resolve_device(cfg.train.device)
+    engine.seed_everything(cfg.train.seed)
+    splits = load_splits(cfg.data)
+    method = get_method(cfg.method.name)
+    task = TaskHead(splits.spec.task)
+    model = method.build(cfg, splits.spec).to(device)
+    ctx = LossContext(cfg.method, task, num_train=len(splits.train))
+    from decnn_cli.composition import attach_pretrained_terms
+
+    attach_pretrained_terms(ctx, cfg, splits.spec, device)
+    train_loader = make_loader(
+        splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, num_workers=cfg.data.num_workers
+    )
+    val_loader = make_loader(splits.val, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    test_loader = make_loader(splits.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+
+    with RunFolder(cfg.out_dir, run_name(cfg)) as run:
+        write_text_atomic(run.path / "config.toml", dump_toml(cfg))
+        started = time.perf_counter()
+        with engine.progress_bar(disable=not show_progress) as progress:
+            history = engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, progress)
+            train_seconds = time.perf_counter() - started
+            samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
+            pred = predict(model, method, test_loader, cfg.method, samples, task, device, progress, "test")
+        pred.save(run.path / "predictions.npz")
+        result: dict[str, Any] = {
+            "dataset": cfg.data.name,
+            "method": cfg.method.name,
+            "seed": cfg.train.seed,
+            "epochs": cfg.train.epochs,
+            "device": str(device),
+            "parameters": engine.count_parameters(model),
+            "train_examples": len(splits.train),
+            "test_examples": len(splits.test),
+            "test_accuracy": metrics.accuracy(pred.probs, pred.labels, pred.task),
+            "test_point_accuracy": metrics.accuracy(pred.point_probs, pred.labels, pred.task),
+            "test_nll": metrics.nll(pred.probs, pred.labels, pred.task),
+            "test_ece": metrics.ece(pred.probs, pred.labels, pred.task, cfg.eval.ece_bins),
+            "val_accuracy": 100.0 * history[-1].val_accuracy,
+            "train_seconds": train_seconds,
+            "seconds_per_epoch": sum(h.seconds for h in history) / len(history),
+            "git_revision": git_revision(),
+            "history": [h.__dict__ for h in history],
+        }
+        if method.uses_decoder:
+            result["recon_mse_per_layer"] = engine.reconstruction_errors(model, test_loader, device)
+            x = torch.stack([splits.test[i][0] for i in range(min(DECODING_ROWS, len(splits.test)))]).to(device)
+            plots.save_decodings(model, x, run.path / "decodings.png")
+        engine.save_checkpoint(run.path / "model.pt", model, cfg, splits.spec)
+        write_json_atomic(run.path / "metrics.json", result)
+    return TrainOutcome(run.final, result)

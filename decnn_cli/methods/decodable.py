@@ -1,0 +1,74 @@
+"""DecNN (Eq. 4) and ReDecNN (Eq. 5): a classifier f trained jointly with one shared decoder g."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from decnn_cli.config import MethodConfig, RunConfig
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.methods.base import LossContext, LossTerms, add_terms
+from decnn_cli.models import Network, build_classifier, build_decoder
+
+
+def build(cfg: RunConfig, spec: DataSpec) -> Network:
+    classifier = build_classifier(cfg.model, spec)
+    return Network(classifier, build_decoder(cfg.model, classifier, spec))
+
+
+def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
+    """Eq. 4: CE(f(x), y) + beta * mean over layers l of the per-pixel MSE between g(h_l) and x."""
+    logits, hidden = model(x)
+    ce = ctx.task.loss(logits, y)
+    decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W): every layer in one decoder call
+    recon = F.mse_loss(decoded, x.unsqueeze(0).expand_as(decoded))
+    total = ce + ctx.method.beta * recon
+    parts = {"ce": ce.detach(), "recon": ctx.method.beta * recon.detach()}
+    for term in ctx.input_terms:
+        total = add_terms(total, parts, term(x, logits), 1.0)
+    if ctx.decoded_terms:
+        # The Eq. 7 / Eq. 8 edit for DecNN: classify every decoded layer and average the terms over layers.
+        flat = decoded.flatten(0, 1)  # (L * B, C, H, W)
+        logits_hat, _ = model(flat)
+        x_rep = x.unsqueeze(0).expand_as(decoded).flatten(0, 1)
+        for term in ctx.decoded_terms:
+            total = add_terms(total, parts, term(x_rep, flat, logits_hat), 1.0)
+    return LossTerms(total, parts, logits)
+
+
+def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
+    """Eq. 5: CE(f(x), y) + sum_d alpha^d [CE(f(x_d), y) + beta * MSE(x_d, x)], x_d = g(h^(d-1)_{l_{d-1}}).
+
+    l_{d-1} is drawn uniformly per example; gradients flow through the whole recursion.
+    """
+    logits, hidden = model(x)
+    ce = ctx.task.loss(logits, y)
+    total = ce
+    parts: dict[str, torch.Tensor] = {"ce": ce.detach()}
+    for term in ctx.input_terms:
+        total = add_terms(total, parts, term(x, logits), 1.0)
+    num_layers = len(hidden)
+    for depth in range(1, ctx.method.recursion_depth + 1):
+        layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
+        x_hat = model.decoder.decode_selected(hidden, layer)  # (B, C, H, W)
+        logits_hat, hidden = model(x_hat)
+        terms = {"ce_recursive": ctx.task.loss(logits_hat, y), "recon": ctx.method.beta * F.mse_loss(x_hat, x)}
+        for term in ctx.decoded_terms:
+            terms |= term(x, x_hat, logits_hat)
+        total = add_terms(total, parts, terms, ctx.method.alpha**depth)
+    return LossTerms(total, parts, logits)
+
+
+def sample_paths(model: Network, x: torch.Tensor, n: int, cfg: MethodConfig) -> torch.Tensor:
+    """N classifiers from the activation tree (Sec. 4.1): logits (N, B, K) at the end of N random paths.
+
+    Path k of input b draws l_0 .. l_{D-1} uniformly and predicts f(g(h^(D-1)_{l_{D-1}})). All N * B paths
+    run as one batch through the recursion.
+    """
+    batch = x.shape[0]
+    current = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
+    logits, hidden = model(current)
+    for _ in range(cfg.recursion_depth):
+        layer = torch.randint(len(hidden), (n * batch,), device=x.device)
+        logits, hidden = model(model.decoder.decode_selected(hidden, layer))
+    return logits.view(n, batch, -1)

@@ -1,0 +1,85 @@
+"""Pictures a person would rather look at than a table: decoded activations, reliability diagrams, ROC curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+
+@torch.no_grad()
+def save_decodings(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
+    """A grid with one row per input: the input, then g(h_1) .. g(h_L) (Fig. 1a / Appendix A.3).
+
+    x (R, C, H, W) in [0, 1]; the model must carry a decoder.
+    """
+    model.eval()
+    _, hidden = model(x)
+    decoded = model.decoder.decode_all(hidden).float()  # (L, R, C, H, W)
+    rows = torch.cat([x.unsqueeze(0), decoded], dim=0).transpose(0, 1)  # (R, 1 + L, C, H, W)
+    tmp = path.with_name(f".{path.name}")
+    save_image(rows.flatten(0, 1).cpu(), tmp, nrow=rows.shape[1], padding=2, pad_value=1.0, format="png")
+    tmp.replace(path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_reliability_diagram(bins: dict, title: str, path: Path) -> None:
+    """Accuracy against confidence per bin (bars), with the diagonal of perfect calibration."""
+    plt = _pyplot()
+    edges = bins["edges"]
+    width = edges[1] - edges[0]
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    filled = bins["count"] > 0
+    ax.bar(
+        edges[:-1][filled],
+        bins["accuracy"][filled],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="#4c72b0",
+        label="accuracy",
+    )
+    ax.bar(
+        edges[:-1][filled],
+        (bins["confidence"] - bins["accuracy"])[filled],
+        bottom=bins["accuracy"][filled],
+        width=width,
+        align="edge",
+        color="#dd8452",
+        alpha=0.5,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
+def save_roc_curves(curves: dict[str, tuple], title: str, path: Path) -> None:
+    """ROC curves, one per label: ``curves[label] = (fpr, tpr, auroc)``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false-positive rate", ylabel="true-positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=7)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    plt = _pyplot()
+    tmp = path.with_name(f".{path.name}")
+    fig.tight_layout()
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)

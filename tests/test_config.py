@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from decnn_cli.config import RunConfig, build_config, config_to_dict, parse_override, read_toml
+from decnn_cli.errors import ConfigError
+
+
+def test_precedence_defaults_recipe_options_overrides():
+    recipe = {"method": {"name": "decnn", "beta": 5.0}, "train": {"epochs": 3, "seed": 1}}
+    cfg = build_config(recipe, {"train.seed": 7, "method.name": None}, ["method.beta=2.5"])
+    assert cfg.method.name == "decnn"  # from the recipe: a None option does not override
+    assert cfg.train.seed == 7  # option beats recipe
+    assert cfg.method.beta == 2.5  # --set beats everything
+    assert cfg.train.epochs == 3
+    assert cfg.model.depth == 8  # default
+
+
+def test_override_values_parse_as_toml():
+    assert parse_override("train.lr=3e-4") == {"train": {"lr": 3e-4}}
+    assert parse_override("data.download=true") == {"data": {"download": True}}
+    assert parse_override("data.target=No_Beard") == {"data": {"target": "No_Beard"}}
+
+
+@pytest.mark.parametrize("bad", ["method.alpah=0.5", "mehtod.alpha=0.5"])
+def test_misspelt_key_is_one_clear_error(bad: str):
+    with pytest.raises(ConfigError, match="unknown key") as info:
+        build_config(overrides=[bad])
+    assert info.value.exit_code == 2
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(ConfigError, match=r"method\.alpha"):
+        build_config(overrides=["method.alpha=1.5"])
+
+
+def test_unknown_method_and_dataset_list_valid_names():
+    with pytest.raises(ConfigError, match="unknown method 'foo'.*redecnn"):
+        build_config(overrides=["method.name=foo"])
+    with pytest.raises(ConfigError, match="unknown dataset 'svhn'.*mnist"):
+        build_config(overrides=["data.name=svhn"])
+
+
+def test_override_without_section_is_rejected():
+    with pytest.raises(ConfigError, match="section"):
+        build_config(overrides=["epochs=3"])
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path: Path):
+    import tomli_w
+
+    cfg = build_config(overrides=["method.name=bayesnn", "data.root=/tmp/x", "train.epochs=2"])
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config_to_dict(cfg)))
+    assert RunConfig.model_validate(read_toml(path)) == cfg
+
+
+def test_missing_and_malformed_recipe(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_toml(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_toml(bad)
+
+
+def test_committed_recipes_validate():
+    root = Path(__file__).resolve().parent.parent / "recipes"
+    recipes = sorted(root.rglob("*.toml"))
+    assert recipes, "recipes/ holds no TOML recipe"
+    from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS
+
+    for path in recipes:
+        raw = read_toml(path)
+        assert set(raw) <= set(RUN_SECTIONS) | RECIPE_KEYS | {"out_dir"}, path
+        build_config({k: v for k, v in raw.items() if k in RUN_SECTIONS})

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from decnn_cli.config import DataConfig
+from decnn_cli.data import DATASETS, load_splits
+from decnn_cli.data.splitting import make_loader
+from decnn_cli.errors import DecnnError
+from tests.conftest import REAL_DATA_ROOT, requires_real_data, write_idx
+
+
+def _check_split(ds, shape, n_max=None):
+    x, y = ds[0][0], ds[0][1]
+    assert tuple(x.shape) == shape
+    assert x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    if n_max is not None:
+        assert len(ds) <= n_max
+    return y
+
+
+def test_registry_lists_the_four_image_datasets():
+    assert {"digits", "mnist", "fashion", "celeba"} <= set(DATASETS)
+
+
+def test_digits_are_28x28_in_unit_range_and_split_disjointly():
+    splits = load_splits(DataConfig(name="digits"))
+    _check_split(splits.train, (1, 28, 28))
+    total = len(splits.train) + len(splits.val) + len(splits.test)
+    assert total == 1797
+    assert len(splits.test) == 360
+    train_x = splits.train.tensors[0].flatten(1)
+    test_x = splits.test.tensors[0].flatten(1)
+    # No test image appears in train (exact duplicates aside, the split is by index).
+    overlap = (torch.cdist(test_x[:50], train_x) == 0).any(1).sum()
+    assert overlap < 5
+    assert splits.spec.num_outputs == 10 and splits.spec.task == "multiclass"
+
+
+def test_subset_caps_every_split_and_is_seeded():
+    a = load_splits(DataConfig(name="digits", subset=40))
+    b = load_splits(DataConfig(name="digits", subset=40))
+    for split in ("train", "val", "test"):
+        assert len(getattr(a, split)) <= 40
+    assert torch.equal(a.train.tensors[1], b.train.tensors[1])
+    c = load_splits(DataConfig(name="digits", subset=40, split_seed=1))
+    assert not torch.equal(a.train.tensors[1], c.train.tensors[1])
+
+
+def test_mnist_idx_files_parse(mnist_root: Path):
+    splits = load_splits(DataConfig(name="mnist", root=mnist_root))
+    assert len(splits.train) + len(splits.val) == 60
+    assert len(splits.test) == 20
+    y = _check_split(splits.test, (1, 28, 28))
+    assert 0 <= int(y) < 10
+    # The planted bright square survives parsing: pixel values 255 -> 1.0.
+    assert float(splits.test.tensors[0].max()) == 1.0
+    fashion = load_splits(DataConfig(name="fashion", root=mnist_root))
+    assert fashion.spec.output_names[0] == "T-shirt/top"
+
+
+def test_mnist_without_root_says_how_to_point_at_one():
+    with pytest.raises(DecnnError, match="--data-root"):
+        load_splits(DataConfig(name="mnist"))
+
+
+def test_mnist_with_missing_files_says_where_to_put_them(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DecnnError, match=r"MNIST files are missing under .*MNIST/raw"):
+        load_splits(DataConfig(name="mnist", root=tmp_path / "empty"))
+
+
+def test_mnist_root_that_does_not_exist(tmp_path: Path):
+    with pytest.raises(DecnnError, match="does not exist"):
+        load_splits(DataConfig(name="mnist", root=tmp_path / "nowhere"))
+
+
+def test_corrupt_idx_file_is_a_clear_error(mnist_root: Path):
+    raw = mnist_root / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    with pytest.raises(DecnnError, match="corrupt"):
+        load_splits(DataConfig(name="mnist", root=mnist_root))
+
+
+def test_truncated_idx_file_is_a_clear_error(mnist_root: Path):
+    raw = mnist_root / "MNIST" / "raw"
+    data = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    (raw / "t10k-images-idx3-ubyte").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecnnError, match="corrupt"):
+        load_splits(DataConfig(name="mnist", root=mnist_root))
+
+
+def test_mismatched_label_file_is_a_clear_error(mnist_root: Path):
+    import numpy as np
+
+    write_idx(mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(7))
+    with pytest.raises(DecnnError):
+        load_splits(DataConfig(name="mnist", root=mnist_root))
+
+
+def test_celeba_reads_attributes_partition_and_images(celeba_root: Path):
+    splits = load_splits(DataConfig(name="celeba", root=celeba_root))
+    assert splits.spec.task == "multilabel" and splits.spec.num_outputs == 40
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (18, 6, 6)
+    x, y = splits.train[0]
+    assert tuple(x.shape) == (3, 64, 64) and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    assert y.shape == (40,) and set(y.unique().tolist()) <= {0.0, 1.0}
+    loader = make_loader(splits.train, 4, shuffle=True, num_workers=0)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 3, 64, 64) and yb.shape == (4, 40)
+
+
+def test_celeba_single_target_negated_with_protected_groups(celeba_root: Path):
+    cfg = DataConfig(name="celeba", root=celeba_root, target="No_Beard", negate_target=True, protected="Bald")
+    splits = load_splits(cfg)
+    assert splits.spec.task == "multiclass" and splits.spec.num_outputs == 2
+    x, y, group = splits.test[0]
+    assert int(y) in (0, 1) and int(group) in (0, 1)
+    plain = load_splits(DataConfig(name="celeba", root=celeba_root, target="No_Beard"))
+    assert all(int(plain.test[i][1]) == 1 - int(splits.test[i][1]) for i in range(len(splits.test)))
+
+
+def test_celeba_holdout_removes_attribute_from_train_and_val_only(celeba_root: Path):
+    splits = load_splits(DataConfig(name="celeba", root=celeba_root, holdout_attr="Wearing_Hat"))
+    hat = 35
+    assert all(splits.train[i][1][hat] == 0 for i in range(len(splits.train)))
+    assert all(splits.val[i][1][hat] == 0 for i in range(len(splits.val)))
+    assert any(splits.test[i][1][hat] == 1 for i in range(len(splits.test)))
+
+
+def test_celeba_unknown_attribute_lists_valid_ones(celeba_root: Path):
+    with pytest.raises(DecnnError, match="not a CelebA attribute.*Wearing_Hat"):
+        load_splits(DataConfig(name="celeba", root=celeba_root, target="Wearing_Helmet"))
+
+
+def test_celeba_missing_partition_file_says_what_to_put_where(celeba_root: Path):
+    (celeba_root / "celeba" / "list_eval_partition.txt").unlink()
+    with pytest.raises(DecnnError, match="list_eval_partition.txt is missing"):
+        load_splits(DataConfig(name="celeba", root=celeba_root))
+
+
+def test_celeba_malformed_attribute_file(celeba_root: Path):
+    (celeba_root / "celeba" / "list_attr_celeba.txt").write_text("3\nA B\n000001.jpg 1 7\n")
+    with pytest.raises(DecnnError, match="list_attr_celeba.txt"):
+        load_splits(DataConfig(name="celeba", root=celeba_root))
+
+
+@requires_real_data
+@pytest.mark.parametrize("name", ["mnist", "fashion"])
+def test_real_idx_files_load_with_official_sizes(name: str):
+    splits = load_splits(DataConfig(name=name, root=Path(REAL_DATA_ROOT)))
+    assert len(splits.train) + len(splits.val) == 60000
+    assert len(splits.test) == 10000
+    assert splits.spec.mean[0] == pytest.approx(0.13 if name == "mnist" else 0.286, abs=0.01)
