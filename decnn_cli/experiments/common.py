@@ -1,0 +1,121 @@
+"""What every evaluation of finished runs needs: load a run folder, its data, its predictions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from decnn_cli import engine
+from decnn_cli.config import DataConfig, RunConfig
+from decnn_cli.data import Splits, load_splits
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.data.splitting import make_loader
+from decnn_cli.errors import DecnnError
+from decnn_cli.methods import MethodSpec
+from decnn_cli.results import FINISHED_MARKER
+from decnn_cli.tasks import TaskHead
+from decnn_cli.uncertainty import Predictions, predict
+
+
+@dataclass
+class Run:
+    """A finished run folder with its model rebuilt from ``model.pt``."""
+
+    path: Path
+    cfg: RunConfig
+    spec: DataSpec
+    method: MethodSpec
+    model: torch.nn.Module
+    metrics: dict[str, Any]
+    device: torch.device
+
+    @property
+    def task(self) -> TaskHead:
+        return TaskHead(self.spec.task)
+
+    def identity(self) -> dict[str, Any]:
+        """The columns that place a run in a table."""
+        return {
+            "dataset": self.cfg.data.name,
+            "method": self.cfg.method.name,
+            "seed": self.cfg.train.seed,
+            "run": self.path.name,
+        }
+
+
+def load_run(path: Path, device: str = "auto") -> Run:
+    """Open a run folder written by ``decnn train``; anything missing is one clear error."""
+    if not path.is_dir():
+        raise DecnnError(f"run folder {path} does not exist; pass folders written by `decnn train`")
+    marker = path / FINISHED_MARKER
+    if not marker.is_file():
+        raise DecnnError(f"{path} is not a finished run (no {FINISHED_MARKER}); pass a folder written by `decnn train`")
+    if not (path / "model.pt").is_file():
+        raise DecnnError(f"run folder {path} has no model.pt checkpoint; retrain the run")
+    dev = engine.resolve_device(device)
+    loaded = engine.load_checkpoint(path / "model.pt", dev)
+    return Run(path, loaded.cfg, loaded.spec, loaded.method, loaded.model, json.loads(marker.read_text()), dev)
+
+
+def data_config(run: Run, data_root: Path | None, **changes: Any) -> DataConfig:
+    """The run's data config, with the data root replaced when given (runs may move between machines)."""
+    update: dict[str, Any] = dict(changes)
+    if data_root is not None:
+        update["root"] = data_root
+    return run.cfg.data.model_copy(update=update)
+
+
+def test_splits(run: Run, data_root: Path | None) -> Splits:
+    splits = load_splits(data_config(run, data_root))
+    if splits.spec.in_shape != run.spec.in_shape or splits.spec.num_outputs != run.spec.num_outputs:
+        raise DecnnError(
+            f"the data of run {run.path.name} now has shape {splits.spec.in_shape} with {splits.spec.num_outputs} "
+            f"outputs, but the model expects {run.spec.in_shape} and {run.spec.num_outputs}; check --data-root"
+        )
+    return splits
+
+
+def predict_split(
+    run: Run,
+    dataset: torch.utils.data.Dataset,
+    samples: int,
+    progress: Progress | None,
+    description: str,
+    transform=None,
+) -> Predictions:
+    """The run's predictions (and N sampled predictions) on ``dataset``; seeded by the run's seed."""
+    engine.seed_everything(run.cfg.train.seed)
+    loader = make_loader(dataset, run.cfg.eval.batch_size, shuffle=False)
+    return predict(
+        run.model,
+        run.method,
+        loader,
+        run.cfg.method,
+        samples,
+        run.task,
+        run.device,
+        progress,
+        description,
+        transform,
+    )
+
+
+def resolve_runs(paths: list[Path]) -> list[Path]:
+    """Run folders from the arguments: a run folder itself, or a folder of run folders (all finished runs)."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / FINISHED_MARKER).is_file() or not path.is_dir():
+            runs.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if (p / FINISHED_MARKER).is_file())
+        if not children:
+            raise DecnnError(f"{path} holds no finished run folders; pass folders written by `decnn train`")
+        runs.extend(children)
+    if not runs:
+        raise DecnnError("no run folders given; pass one or more folders written by `decnn train`")
+    return runs

@@ -1,0 +1,139 @@
+"""``decnn eval-ood``: ROC-AUC, AUPR and FPR at 95% TPR of telling outliers from inliers by uncertainty (Tables 2, 3).
+
+Inliers (the run's test split) are the negative class, outliers the positive class; every score is oriented
+so that higher = more uncertain, so a useful score has ROC-AUC above 0.5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_curve
+from torch.utils.data import Subset
+
+from decnn_cli import metrics, plots
+from decnn_cli.data.outliers import build_outliers
+from decnn_cli.engine import progress_bar
+from decnn_cli.experiments.common import Run, load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.results import write_tables
+from decnn_cli.uncertainty import SCORES, uncertainty_scores
+
+SECTIONS = [
+    ("auroc_vote_entropy", "OOD ROC-AUC, vote entropy (Eq. 6) as score (Table 2)", 3),
+    ("auroc_predictive_entropy", "OOD ROC-AUC, predictive entropy as score", 3),
+    ("auroc_one_minus_max_prob", "OOD ROC-AUC, 1 - max probability as score", 3),
+    ("aupr_vote_entropy", "OOD AUPR (outliers positive), vote entropy", 3),
+    ("fpr95_vote_entropy", "FPR at 95% TPR, vote entropy (lower is better)", 3),
+]
+
+
+def separation_row(inlier_scores: dict[str, np.ndarray], outlier_scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """ROC-AUC, AUPR and FPR@95%TPR for every score, outliers positive."""
+    row = {}
+    for name in SCORES:
+        neg, pos = inlier_scores[name], outlier_scores[name]
+        row[f"auroc_{name}"] = metrics.auroc(neg, pos)
+        row[f"aupr_{name}"] = metrics.aupr(neg, pos)
+        row[f"fpr95_{name}"] = metrics.fpr_at_tpr(neg, pos)
+    return row
+
+
+def roc_points(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.r_[np.zeros(len(neg)), np.ones(len(pos))]
+    fpr, tpr, _ = roc_curve(y, np.r_[neg, pos])
+    return fpr, tpr
+
+
+def corruption_summary(rows: list[dict[str, Any]], identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 2's "Corrupt (Mean)" and "(Stdev)" rows: mean and std over the corruptions of one run."""
+    corrupt = [r for r in rows if r["outlier"].startswith("corrupt:")]
+    if len(corrupt) < 2:
+        return []
+    summary = []
+    for stat, fn in (("corrupt (mean)", np.mean), ("corrupt (stdev)", np.std)):
+        row = {**identity, "outlier": stat, "conversion": f"{stat[9:-1]} over {len(corrupt)} corruptions"}
+        for key in corrupt[0]:
+            if key.startswith(("auroc_", "aupr_", "fpr95_")):
+                row[key] = float(fn([r[key] for r in corrupt]))
+        summary.append(row)
+    return summary
+
+
+def _first(dataset, limit: int | None):
+    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
+def evaluate_ood(
+    run_paths: list[Path],
+    outliers: list[str],
+    results_dir: Path = Path("results"),
+    table: str = "ood",
+    samples: int | None = None,
+    limit: int | None = None,
+    data_root: Path | None = None,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score every run's inliers and each outlier set; merge rows into ``results/<table>.{csv,md}``.
+
+    Each run folder receives ``ood_<outlier>.npz`` (per-example scores of inliers and outliers) and
+    ``roc_<outlier>.png``. ``limit`` caps the inlier and each outlier set (the first ``limit`` examples).
+    """
+    rows: list[dict[str, Any]] = []
+    with progress_bar(disable=not show_progress) as progress:
+        for path in resolve_runs(run_paths):
+            run = load_run(path, device)
+            n = samples or run.cfg.eval.samples
+            splits = test_splits(run, data_root)
+            inlier_pred = predict_split(run, _first(splits.test, limit), n, progress, f"{path.name[:32]} inliers")
+            inlier_scores = uncertainty_scores(inlier_pred)
+            run_rows = []
+            for outlier in outliers:
+                data_cfg = run.cfg.data if data_root is None else run.cfg.data.model_copy(update={"root": data_root})
+                for oset in build_outliers(outlier, run.spec, data_cfg, splits.test, limit, run.cfg.train.seed):
+                    neg = inlier_scores
+                    if oset.inliers is not None:
+                        neg = uncertainty_scores(predict_split(run, oset.inliers, n, progress, "held-in"))
+                    pos_pred = predict_split(run, oset.outliers, n, progress, oset.name[:40])
+                    pos = uncertainty_scores(pos_pred)
+                    row = {
+                        **run.identity(),
+                        "outlier": oset.name,
+                        "conversion": oset.conversion,
+                        "inliers": len(neg["vote_entropy"]),
+                        "outliers": len(pos["vote_entropy"]),
+                        "samples": inlier_pred.num_samples,
+                        **separation_row(neg, pos),
+                    }
+                    run_rows.append(row)
+                    _save(run, oset.name, neg, pos)
+            rows += run_rows + corruption_summary(run_rows, run.identity())
+    write_tables(
+        results_dir,
+        table,
+        rows,
+        key=["run", "outlier"],
+        sections=SECTIONS,
+        columns=["dataset", "method"],
+        index="outlier",
+        preamble="Written by `decnn eval-ood`. Inliers (the run's test split) are negatives, outliers positives; "
+        "scores: higher = more uncertain. Outliers from another dataset are converted to the model's input shape "
+        "(see the `conversion` column of the CSV).",
+    )
+    return rows
+
+
+def _save(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
+    slug = name.replace(":", "-").replace("@", "-")
+    tmp = run.path / f".ood_{slug}.tmp.npz"
+    np.savez_compressed(
+        tmp, **{f"inlier_{k}": v for k, v in neg.items()}, **{f"outlier_{k}": v for k, v in pos.items()}
+    )
+    tmp.replace(run.path / f"ood_{slug}.npz")
+    curves = {}
+    for score in SCORES:
+        fpr, tpr = roc_points(neg[score], pos[score])
+        curves[score] = (fpr, tpr, metrics.auroc(neg[score], pos[score]))
+    plots.save_roc_curves(curves, f"{run.cfg.method.name}: {run.cfg.data.name} vs {name}", run.path / f"roc_{slug}.png")

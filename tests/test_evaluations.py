@@ -1,0 +1,148 @@
+"""Evaluation subcommands end to end on tiny runs: eval-calibration, report, eval-ood, attack."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from decnn_cli.cli import app
+from decnn_cli.config import build_config
+from decnn_cli.errors import DecnnError
+from decnn_cli.experiments.train import train
+from tests.conftest import write_mnist_like
+
+TINY = ["data.subset=80", "train.epochs=1", "model.depth=3", "model.width=32", "model.decoder_width=64",
+        "method.recursion_depth=2", "eval.samples=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """One tiny trained run per method family, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("runs")
+    data = write_mnist_like(tmp_path_factory.mktemp("data"), "MNIST", n_train=120, n_test=40)
+    write_mnist_like(data, "FashionMNIST", n_train=20, n_test=30, seed=3)
+    runs = {}
+    for method in ("redecnn", "mc-dropout", "standard"):
+        cfg = build_config(overrides=[f"method.name={method}", "data.name=mnist", f"data.root={data}",
+                                      f"out_dir={root}", *TINY])
+        runs[method] = train(cfg, show_progress=False).run_dir
+    runs["data"] = data
+    return runs
+
+
+def test_eval_calibration_writes_rows_tables_and_pictures(runner, tiny_runs, tmp_path: Path):
+    results = tmp_path / "results"
+    args = ["eval-calibration", str(tiny_runs["redecnn"]), str(tiny_runs["standard"]), "--results", str(results), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(results / "calibration.csv")
+    assert set(frame["method"]) == {"redecnn", "standard"}
+    assert frame["ece"].between(0, 100).all() and frame["accuracy"].between(0, 100).all()
+    markdown = (results / "calibration.md").read_text()
+    assert "Table 1b" in markdown and "| redecnn |" in markdown
+    assert (tiny_runs["redecnn"] / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    saved = np.load(tiny_runs["redecnn"] / "calibration.npz")
+    assert saved["votes"].shape == (4, len(saved["labels"]))
+    # Re-running replaces the rows of the same runs instead of appending duplicates.
+    assert runner.invoke(app, args).exit_code == 0
+    assert len(pd.read_csv(results / "calibration.csv")) == 2
+
+
+def test_report_aggregates_metrics_json(runner, tiny_runs, tmp_path: Path):
+    results = tmp_path / "results"
+    result = runner.invoke(app, ["report", str(tiny_runs["redecnn"].parent), "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(results / "training.csv")
+    assert len(frame) == 3
+    assert "Test accuracy" in (results / "training.md").read_text()
+
+
+def test_eval_ood_against_another_dataset_and_patches(runner, tiny_runs, tmp_path: Path):
+    results = tmp_path / "results"
+    result = runner.invoke(app, ["eval-ood", str(tiny_runs["redecnn"]), "--outlier", "fashion", "--outlier", "patches",
+                                 "--limit", "20", "--results", str(results), "-q"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(results / "ood.csv")
+    assert set(frame["outlier"]) == {"fashion", "patches"}
+    assert frame["auroc_vote_entropy"].between(0, 1).all()
+    assert (frame["outliers"] == 20).all()
+    assert (tiny_runs["redecnn"] / "roc_patches.png").exists()
+
+
+def test_eval_ood_corruptions_report_mean_and_stdev(tiny_runs, tmp_path: Path):
+    from decnn_cli.experiments.ood import evaluate_ood
+
+    rows = evaluate_ood([tiny_runs["mc-dropout"]], ["corrupt:all@2"], tmp_path, limit=10, show_progress=False)
+    outliers = [r["outlier"] for r in rows]
+    assert sum(o.startswith("corrupt:") for o in outliers) == 15
+    mean = next(r for r in rows if r["outlier"] == "corrupt (mean)")
+    per = [r["auroc_vote_entropy"] for r in rows if r["outlier"].startswith("corrupt:")]
+    assert mean["auroc_vote_entropy"] == pytest.approx(np.mean(per))
+
+
+def test_unknown_outlier_and_missing_outlier_files_are_clear_errors(runner, tiny_runs, tmp_path: Path):
+    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "svhn", "-q",
+                                 "--results", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown outlier set 'svhn'" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "celeba", "-q",
+                                 "--data-root", str(empty), "--results", str(tmp_path)])
+    assert result.exit_code == 1 and "MNIST files are missing" in result.output  # the inliers' own data first
+    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "celeba", "-q",
+                                 "--results", str(tmp_path)])
+    assert result.exit_code == 1 and "celeba" in result.output.lower() and "missing" in result.output
+
+
+def test_fgsm_with_zero_eps_changes_nothing_and_positive_eps_stays_in_the_ball(tiny_runs):
+    from decnn_cli.engine import load_checkpoint
+    from decnn_cli.experiments.attack import make_attack
+
+    loaded = load_checkpoint(tiny_runs["standard"] / "model.pt")
+    target = loaded.method.point(loaded.model).eval()
+    x = torch.rand(8, 1, 28, 28)
+    y = torch.randint(10, (8,))
+    assert torch.equal(make_attack("fgsm", target, 0.0)(x, y), x)
+    for name in ("fgsm", "pgd"):
+        adv = make_attack(name, target, 0.1)(x, y)
+        assert (adv - x).abs().max() <= 0.1 + 1e-6
+        assert adv.min() >= 0.0 and adv.max() <= 1.0
+        assert not torch.equal(adv, x)
+
+
+def test_attack_command_reports_detection(runner, tiny_runs, tmp_path: Path):
+    result = runner.invoke(app, ["attack", str(tiny_runs["redecnn"]), "--eps", "0.2", "--limit", "16",
+                                 "--results", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "attack.csv")
+    assert frame.loc[0, "attack"] == "fgsm" and frame.loc[0, "examples"] == 16
+    assert 0 <= frame.loc[0, "auroc_vote_entropy"] <= 1
+    bad = runner.invoke(app, ["attack", str(tiny_runs["redecnn"]), "--attack", "deepfoo", "-q", "--results", str(tmp_path)])
+    assert bad.exit_code == 1 and "unknown attack 'deepfoo'" in bad.output and "pgd" in bad.output
+
+
+def test_broken_run_folders_are_clear_errors(runner, tiny_runs, tmp_path: Path):
+    from decnn_cli.experiments.common import load_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_runs["standard"], copy)
+    (copy / "model.pt").unlink()
+    with pytest.raises(DecnnError, match="no model.pt"):
+        load_run(copy)
+    (copy / "metrics.json").unlink()
+    with pytest.raises(DecnnError, match="not a finished run"):
+        load_run(copy)
+    result = runner.invoke(app, ["eval-calibration", str(tmp_path / "nope"), "--results", str(tmp_path)])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    other = tmp_path / "other"
+    shutil.copytree(tiny_runs["standard"], other)
+    payload = torch.load(other / "model.pt", weights_only=True)
+    payload["format"] = 0
+    torch.save(payload, other / "model.pt")
+    result = runner.invoke(app, ["eval-calibration", str(other), "--results", str(tmp_path)])
+    assert result.exit_code == 1 and "not written by this version" in result.output

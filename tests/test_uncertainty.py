@@ -1,0 +1,105 @@
+"""Samplers return N distinct predictions where they should (seeded) and identical ones where they should."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from decnn_cli.config import build_config
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.methods import get_method
+from decnn_cli.models.bayesian import BayesLinear, ScaleMixturePrior, total_kl
+
+SPEC = DataSpec("toy", (1, 8, 8), 4, "multiclass", tuple("abcd"), (0.5,), (0.5,))
+SMALL = ["model.depth=3", "model.width=16", "model.decoder_width=32", "method.recursion_depth=2", "method.dropout=0.5"]
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    cfg = build_config(overrides=[f"method.name={name}", *SMALL])
+    method = get_method(name)
+    model = method.build(cfg, SPEC).eval()
+    return cfg, method, model
+
+
+@pytest.mark.parametrize("name", ["redecnn", "mc-dropout", "bayesnn", "ensemble"])
+def test_stochastic_samplers_give_distinct_seeded_samples(name: str):
+    cfg, method, model = _model(name)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        a = method.sample(model, x, 6, cfg.method)
+        torch.manual_seed(3)
+        b = method.sample(model, x, 6, cfg.method)
+    expected = cfg.method.members if name == "ensemble" else 6
+    assert a.shape == (expected, 5, 4)
+    assert torch.equal(a, b)
+    distinct = {tuple(a[i].flatten().tolist()) for i in range(a.shape[0])}
+    assert len(distinct) == a.shape[0]
+
+
+@pytest.mark.parametrize("name", ["standard", "decnn", "dropout"])
+def test_deterministic_methods_give_one_repeatable_sample(name: str):
+    cfg, method, model = _model(name)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        a = method.sample(model, x, 6, cfg.method)
+        b = method.sample(model, x, 6, cfg.method)
+    assert a.shape == (1, 5, 4) and torch.equal(a, b)
+
+
+def test_mc_dropout_is_stochastic_at_eval_and_dropout_is_not():
+    cfg, method, model = _model("mc-dropout")
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        samples = method.sample(model, x, 4, cfg.method)
+        assert not torch.allclose(samples[0], samples[1])
+        point_a, point_b = method.point(model)(x), method.point(model)(x)
+    assert torch.equal(point_a, point_b)  # dropout off for the plain forward pass in eval mode
+    assert not any(m.training for m in model.modules())  # the sampler restored eval mode
+    cfg, method, model = _model("dropout")
+    with torch.no_grad():
+        assert torch.equal(method.sample(model, x, 4, cfg.method), method.sample(model, x, 4, cfg.method))
+
+
+def test_bayesnn_kl_is_positive_finite_and_matches_closed_form_for_a_gaussian_prior():
+    torch.manual_seed(0)
+    cfg, method, model = _model("bayesnn")
+    model.train()
+    model(torch.rand(3, 1, 8, 8))
+    kl = total_kl(model)
+    assert torch.isfinite(kl) and kl > 0
+    layer = BayesLinear(6, 3, ScaleMixturePrior(pi=1.0, sigma1=0.5, sigma2=0.1), rho_init=-1.0)
+    torch.manual_seed(1)
+    estimates = []
+    for _ in range(400):
+        layer(torch.rand(2, 6))
+        estimates.append(layer.kl.item())
+    closed = layer.closed_form_kl().item()
+    assert closed > 0
+    mean = sum(estimates) / len(estimates)
+    sd = (sum((e - mean) ** 2 for e in estimates) / len(estimates)) ** 0.5
+    assert abs(mean - closed) < 4 * sd / math.sqrt(len(estimates)) + 1e-3
+
+
+def test_bayesnn_vectorised_samples_match_one_at_a_time_statistics():
+    layer = BayesLinear(4, 2, ScaleMixturePrior(0.5, 1.0, 0.01), rho_init=-1.0)
+    x = torch.ones(1, 4)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        batched = layer(x.expand(2000, 1, 4))[:, 0]  # (2000, 2): 2000 weight samples at once
+    mean = layer.weight_mu.sum(1) + layer.bias_mu
+    std = torch.sqrt((torch.nn.functional.softplus(layer.weight_rho) ** 2).sum(1) + torch.nn.functional.softplus(layer.bias_rho) ** 2)
+    assert torch.allclose(batched.mean(0), mean.detach(), atol=4 * std.max().item() / math.sqrt(2000))
+    assert torch.allclose(batched.std(0), std.detach(), rtol=0.1)
+
+
+def test_posterior_mean_classifier_is_deterministic():
+    cfg, method, model = _model("bayesnn")
+    x = torch.rand(4, 1, 8, 8)
+    point = method.point(model)
+    with torch.no_grad():
+        assert torch.equal(point(x), point(x))
+        assert not torch.equal(model(x)[0], model(x)[0])  # the plain forward pass samples weights
