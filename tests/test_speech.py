@@ -1,0 +1,294 @@
+"""Speech datasets: the log-mel pipeline, AudioMNIST and Fluent Speech Commands in their real layouts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.io import wavfile
+
+from decnn_cli.config import DataConfig
+from decnn_cli.data import DATASETS, load_splits, speech
+from decnn_cli.errors import DecnnError
+
+SPEAKERS = ("01", "02", "03")
+FLUENT_ROWS = {
+    # split: (speaker, action) per row; every action once in train
+    "train": [("spkA", a) for a in speech.ACTIONS],
+    "valid": [("spkB", "bring"), ("spkB", "increase"), ("spkB", "activate")],
+    "test": [("spkC", "decrease"), ("spkC", "deactivate"), ("spkC", "change language"), ("spkC", "bring")],
+}
+
+
+def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5, channels: int = 1) -> np.ndarray:
+    """A sine (T,) or (T, channels), channel c at ``amplitude / (c + 1)``."""
+    t = np.arange(round(seconds * rate)) / rate
+    wave = amplitude * np.sin(2 * np.pi * freq * t)
+    return wave if channels == 1 else np.stack([wave / (c + 1) for c in range(channels)], axis=1)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """16-bit PCM WAV of float samples in [-1, 1]."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, rate, np.round(samples * 32767).astype(np.int16))
+    return path
+
+
+def write_audiomnist(root: Path, where: str = "speakers") -> Path:
+    """3 speakers x 10 digits at 48 kHz, 0.5 s: pitch by digit, loudness by speaker (so every clip differs)."""
+    base = root / "AudioMNIST"
+    for s, speaker in enumerate(SPEAKERS):
+        for digit in range(10):
+            folder = {"speakers": base / "data" / speaker, "data": base / "data", "top": base}[where]
+            name = f"{digit}_{speaker}_0.wav"
+            write_wav(folder / name, tone(300 + 350 * digit, 0.5, 48_000, amplitude=0.15 + 0.25 * s), 48_000)
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    (base / "data" / "audioMNIST_meta.txt").write_text("{}\n")
+    return root
+
+
+def write_fluent(root: Path) -> Path:
+    """A small Fluent tree: the three CSVs as the original has them and 2 s, 16 kHz clips, pitch by action."""
+    base = root / "fluent_speech_commands_dataset"
+    (base / "data").mkdir(parents=True)
+    for split, rows in FLUENT_ROWS.items():
+        records = []
+        for i, (speaker, action) in enumerate(rows):
+            rel = f"wavs/speakers/{speaker}/{split}-{i:04d}.wav"
+            freq = 300 + 500 * speech.ACTIONS.index(action)
+            write_wav(base / rel, tone(freq, 2.0, 16_000), 16_000)
+            records.append(
+                {
+                    "path": rel,
+                    "speakerId": speaker,
+                    "transcription": f"{action} something",
+                    "action": action,
+                    "object": "none",
+                    "location": "none",
+                }
+            )
+        pd.DataFrame(records).to_csv(base / "data" / f"{split}_data.csv")
+    return root
+
+
+@pytest.fixture
+def audiomnist_root(tmp_path: Path) -> Path:
+    return write_audiomnist(tmp_path / "data")
+
+
+@pytest.fixture
+def fluent_root(tmp_path: Path) -> Path:
+    return write_fluent(tmp_path / "data")
+
+
+# The pipeline ---------------------------------------------------------------------------------------------
+
+
+def test_log_mel_is_32x32_in_unit_range_for_any_rate_length_and_channels(tmp_path: Path):
+    for rate in (8_000, 16_000, 44_100, 48_000):
+        for seconds in (0.3, 1.0, 2.5):
+            for channels in (1, 2):
+                path = write_wav(
+                    tmp_path / f"{rate}-{seconds}-{channels}.wav", tone(440, seconds, rate, 0.5, channels), rate
+                )
+                waveform, read_rate = speech.read_wav(path)
+                assert read_rate == rate and waveform.shape == (channels, round(seconds * rate))
+                x = speech.log_mel(waveform, read_rate)
+                assert x.shape == (1, 32, 32) and x.dtype == torch.float32
+                assert torch.isfinite(x).all() and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+                assert float(x.max()) > 0.5  # the tone is there
+
+
+def test_log_mel_scale_is_fixed_not_per_clip():
+    silence = speech.log_mel(torch.zeros(16_000), 16_000)
+    assert float(silence.max()) == 0.0
+    loud = speech.log_mel(torch.from_numpy(tone(1000, 1.0, 16_000, amplitude=1.0)).float(), 16_000)
+    quiet = speech.log_mel(torch.from_numpy(tone(1000, 1.0, 16_000, amplitude=0.01)).float(), 16_000)
+    assert float(loud.max()) > 0.98  # a full-scale sine is ~0 dB
+    # 40 dB quieter is half of the 80 dB range lower.
+    assert float(loud.max() - quiet.max()) == pytest.approx(0.5, abs=0.02)
+    low = speech.log_mel(torch.from_numpy(tone(300, 1.0, 16_000)).float(), 16_000)
+    high = speech.log_mel(torch.from_numpy(tone(3000, 1.0, 16_000)).float(), 16_000)
+    assert int(low[0].mean(1).argmax()) < int(high[0].mean(1).argmax())  # row 0 is the lowest mel band
+
+
+def test_log_mel_scales_integer_pcm_like_floats():
+    wave = torch.from_numpy(tone(440, 0.7, 22_050)).float()
+    pcm = torch.round(wave * 32767).to(torch.int16)
+    assert torch.allclose(speech.log_mel(pcm, 22_050), speech.log_mel(wave, 22_050), atol=1e-3)
+
+
+def test_clips_are_centred_when_padded_or_cropped():
+    assert speech.fix_length(torch.arange(7), 3).tolist() == [2, 3, 4]
+    assert speech.fix_length(torch.ones(2), 5).tolist() == [0, 1, 1, 0, 0]
+
+
+def test_registry_has_both_speech_datasets():
+    assert DATASETS["audiomnist"].needs_root and DATASETS["fluent"].needs_root
+
+
+# AudioMNIST -----------------------------------------------------------------------------------------------
+
+
+def _files_of(x: torch.Tensor, reference: dict[str, torch.Tensor]) -> list[str]:
+    """The file name of each row of ``x``, by matching it to the spectrogram of every file."""
+    names = list(reference)
+    table = torch.stack([reference[n] for n in names]).flatten(1)
+    gap = (x.flatten(1)[:, None] - table[None]).abs().amax(dim=2)
+    distance, index = gap.min(dim=1)
+    assert float(distance.max()) < 1e-5
+    return [names[i] for i in index.tolist()]
+
+
+def test_audiomnist_loads_split_by_speaker_with_digit_labels(audiomnist_root: Path):
+    splits = load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
+    spec = splits.spec
+    assert spec.in_shape == (1, 32, 32) and spec.task == "multiclass" and spec.num_outputs == 10
+    assert spec.output_names == tuple(str(d) for d in range(10))
+    assert len(spec.mean) == 1 and len(spec.std) == 1
+    files = sorted((audiomnist_root / "AudioMNIST" / "data").glob("*/*.wav"))
+    reference = {p.name: speech.wav_log_mel(p) for p in files}
+    seen = {}
+    for split in ("train", "val", "test"):
+        x, y = getattr(splits, split).tensors
+        assert x.shape[1:] == (1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        # Match rows back to their files: the label is the digit of the file name, the speaker its second part.
+        names = _files_of(x, reference)
+        assert [int(name.split("_")[0]) for name in names] == y.tolist()
+        seen[split] = {name.split("_")[1] for name in names}
+        assert len(x) == 10 * len(seen[split])
+    assert seen["train"].isdisjoint(seen["val"]) and seen["train"].isdisjoint(seen["test"])
+    assert seen["val"].isdisjoint(seen["test"])
+    assert seen["train"] | seen["val"] | seen["test"] == set(SPEAKERS)
+
+
+@pytest.mark.parametrize("where", ["data", "top"])
+def test_audiomnist_accepts_wavs_directly_in_its_folders(tmp_path: Path, where: str):
+    splits = load_splits(DataConfig(name="audiomnist", root=write_audiomnist(tmp_path / "data", where)))
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 30
+
+
+def test_speaker_split_is_seeded_and_disjoint():
+    speakers = [f"{i:02d}" for i in range(1, 61)]
+    train, val, test = speech.split_speakers(speakers, 0.1, seed=0)
+    assert (len(train), len(val), len(test)) == (43, 5, 12)
+    assert set(train) | set(val) | set(test) == set(speakers)
+    assert len(set(train) | set(val) | set(test)) == 60
+    assert speech.split_speakers(speakers, 0.1, seed=0) == (train, val, test)
+    assert speech.split_speakers(speakers, 0.1, seed=1)[2] != test
+
+
+def test_audiomnist_caches_spectrograms_and_reads_only_the_subset(audiomnist_root: Path, monkeypatch):
+    compute = speech.wav_log_mel
+    read: list[Path] = []
+    monkeypatch.setattr(speech, "wav_log_mel", lambda path: read.append(path) or compute(path))
+    cfg = DataConfig(name="audiomnist", root=audiomnist_root, subset=3)
+    small = load_splits(cfg)
+    assert all(len(getattr(small, s)) == 3 for s in ("train", "val", "test"))
+    assert len(read) == 9
+    assert (audiomnist_root / "AudioMNIST" / speech.CACHE_NAME).is_file()
+    full = load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
+    assert len(read) == 30  # the 9 cached clips are not read again
+
+    def fail(path: Path) -> torch.Tensor:
+        raise AssertionError(f"{path} was read although it is cached")
+
+    monkeypatch.setattr(speech, "wav_log_mel", fail)
+    again = load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
+    for split in ("train", "val", "test"):
+        for a, b in zip(getattr(full, split).tensors, getattr(again, split).tensors, strict=True):
+            assert torch.equal(a, b)
+    assert torch.equal(load_splits(cfg).train.tensors[0], small.train.tensors[0])
+
+
+def test_audiomnist_missing_folder_says_where_to_put_it(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DecnnError, match=r"AudioMNIST is missing.*AudioMNIST/data/<speaker>"):
+        load_splits(DataConfig(name="audiomnist", root=tmp_path / "data"))
+
+
+def test_audiomnist_without_wavs_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "data" / "AudioMNIST" / "data" / "01").mkdir(parents=True)
+    with pytest.raises(DecnnError, match="no AudioMNIST recordings under"):
+        load_splits(DataConfig(name="audiomnist", root=tmp_path / "data"))
+    write_wav(tmp_path / "data" / "AudioMNIST" / "data" / "01" / "hello.wav", tone(440, 0.2, 8000), 8000)
+    with pytest.raises(DecnnError, match=r"found 1 WAVs, none named <digit>_<speaker>_<index>\.wav"):
+        load_splits(DataConfig(name="audiomnist", root=tmp_path / "data"))
+
+
+def test_audiomnist_needs_three_speakers(audiomnist_root: Path):
+    shutil.rmtree(audiomnist_root / "AudioMNIST" / "data" / "03")
+    with pytest.raises(DecnnError, match="at least 3 speakers, found 2"):
+        load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
+
+
+def test_corrupt_wav_names_the_file(audiomnist_root: Path):
+    bad = audiomnist_root / "AudioMNIST" / "data" / "02" / "4_02_0.wav"
+    bad.write_bytes(b"not a wav at all")
+    with pytest.raises(DecnnError, match=r"could not read WAV file .*4_02_0\.wav"):
+        load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
+
+
+# Fluent Speech Commands -----------------------------------------------------------------------------------
+
+
+def test_fluent_uses_the_official_splits_and_action_labels(fluent_root: Path):
+    splits = load_splits(DataConfig(name="fluent", root=fluent_root))
+    assert splits.spec.output_names == speech.ACTIONS == tuple(sorted(speech.ACTIONS))
+    assert splits.spec.in_shape == (1, 32, 32) and splits.spec.num_outputs == 6
+    for split, official in (("train", "train"), ("val", "valid"), ("test", "test")):
+        x, y = getattr(splits, split).tensors
+        assert x.shape == (len(FLUENT_ROWS[official]), 1, 32, 32)
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert y.tolist() == [speech.ACTIONS.index(a) for _, a in FLUENT_ROWS[official]]
+        # The pitch of each clip is its action's, so the loudest mel band rises with the class index.
+        bands = x[:, 0].mean(2).argmax(1)
+        order = torch.argsort(y)
+        assert torch.all(bands[order][1:] >= bands[order][:-1])
+    capped = load_splits(DataConfig(name="fluent", root=fluent_root, subset=2))
+    assert [len(getattr(capped, s)) for s in ("train", "val", "test")] == [2, 2, 2]
+
+
+def test_fluent_missing_folder_and_csv(tmp_path: Path, fluent_root: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DecnnError, match=r"fluent_speech_commands_dataset is missing.*_data\.csv"):
+        load_splits(DataConfig(name="fluent", root=tmp_path / "empty"))
+    (fluent_root / "fluent_speech_commands_dataset" / "data" / "test_data.csv").unlink()
+    with pytest.raises(DecnnError, match=r"test_data\.csv is missing"):
+        load_splits(DataConfig(name="fluent", root=fluent_root))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            ",path,speakerId,transcription,object,location\n0,wavs/a.wav,s,t,o,l\n",
+            r"lacks the column\(s\) \['action'\]",
+        ),
+        (",path,speakerId,transcription,action,object,location\n0,wavs/a.wav,s,t,jump,o,l\n", "'jump'.* not among"),
+        (",path,speakerId,transcription,action,object,location\n", "lists no recordings"),
+        ("", "is malformed"),
+        ('a,"b\n1,2,3,4\n', "is malformed"),
+    ],
+)
+def test_fluent_malformed_csv_is_a_clear_error(fluent_root: Path, content: str, message: str):
+    (fluent_root / "fluent_speech_commands_dataset" / "data" / "valid_data.csv").write_text(content)
+    with pytest.raises(DecnnError, match=message):
+        load_splits(DataConfig(name="fluent", root=fluent_root))
+
+
+def test_fluent_without_wavs_is_a_clear_error(fluent_root: Path):
+    shutil.rmtree(fluent_root / "fluent_speech_commands_dataset" / "wavs")
+    with pytest.raises(DecnnError, match="none of the WAVs the Fluent CSVs list are under .*put the dataset's wavs/"):
+        load_splits(DataConfig(name="fluent", root=fluent_root))
+
+
+def test_fluent_single_missing_wav_is_named(fluent_root: Path):
+    (fluent_root / "fluent_speech_commands_dataset" / "wavs" / "speakers" / "spkC" / "test-0001.wav").unlink()
+    with pytest.raises(DecnnError, match=r"test-0001\.wav is missing"):
+        load_splits(DataConfig(name="fluent", root=fluent_root))
