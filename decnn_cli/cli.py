@@ -91,6 +91,9 @@ def train(
     data_root: DataRootOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download missing MNIST/Fashion files.")] = False,
     device: DeviceOpt = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="What to predict: a CelebA attribute, or digit/binary/color.")
+    ] = None,
     holdout_attr: Annotated[
         str | None, typer.Option("--holdout-attr", help="CelebA attribute held out of training.")
     ] = None,
@@ -128,6 +131,7 @@ def train(
                 "data.download": True if download else None,
                 "train.device": device,
                 "data.holdout_attr": holdout_attr,
+                "data.target": target,
                 "method.compose_with": str(compose_with) if compose_with else None,
                 "method.compose_target": compose_target,
                 "method.protect_with": str(protect_with) if protect_with else None,
@@ -155,7 +159,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar."
 def _rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table(title=title, header_style="bold")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("dataset", "method", "run", "outlier") else "right")
+        table.add_column(column, justify="left" if column in ("dataset", "model", "run", "outlier") else "right")
     for row in rows:
         table.add_row(*(f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns))
     return table
@@ -177,7 +181,7 @@ def eval_calibration(
         from decnn_cli.experiments.calibration import evaluate_calibration
 
         rows = evaluate_calibration(runs, results, table, samples, data_root, device or "auto", not quiet)
-        columns = ["dataset", "method", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
+        columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
@@ -213,7 +217,7 @@ def eval_ood(
         from decnn_cli.experiments.ood import evaluate_ood
 
         rows = evaluate_ood(runs, outlier, results, table, samples, limit, data_root, device or "auto", not quiet)
-        columns = ["dataset", "method", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
@@ -239,8 +243,36 @@ def attack(
         from decnn_cli.experiments.attack import evaluate_attack
 
         rows = evaluate_attack(runs, name, eps, results, table, samples, limit, data_root, device or "auto", not quiet)
-        columns = ["dataset", "method", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
+        columns = ["dataset", "model", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
         out.print(_rows_table("adversarial detection", rows, columns))
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
+@app.command()
+def fairness(
+    runs: RunsArg,
+    protected: Annotated[
+        str | None, typer.Option("--protected", help="Protected attribute (CelebA, e.g. Bald); colour for colored-*.")
+    ] = None,
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "fairness",
+    probe_examples: Annotated[int, typer.Option("--probe-examples", help="Training examples for the probe.")] = 5000,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    results: ResultsOpt = Path("results"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Per-group F1 / AP / ECE of the task (Table 7) and a linear probe for the protected attribute (Table 8)."""
+
+    def action() -> None:
+        from decnn_cli.experiments.fairness import evaluate_fairness
+
+        rows = evaluate_fairness(
+            runs, protected, results, table, probe_examples, data_root, device or "auto", not quiet
+        )
+        columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
+        out.print(_rows_table("fairness", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
     _guard(action)
@@ -258,7 +290,7 @@ def report(
         from decnn_cli.experiments.report import report_runs
 
         rows = report_runs(runs, results, table)
-        columns = ["dataset", "method", "seed", "test_accuracy", "test_ece", "seconds_per_epoch"]
+        columns = ["dataset", "model", "seed", "test_accuracy", "test_ece", "seconds_per_epoch"]
         out.print(_rows_table("training", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 

@@ -134,6 +134,9 @@ class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, description="Passes over the training split.")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule over all steps: cosine decay to 0, or constant."
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     log_every: int = Field(25, ge=1, description="Steps between progress-bar refreshes (each one syncs).")

@@ -104,6 +104,9 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader)
+    scheduler = None
+    if cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
     task_id = None
     if progress is not None:
         task_id = progress.add_task(f"train {method.name}", total=cfg.epochs * steps_per_epoch, status="")
@@ -125,6 +128,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
             total = terms.total.detach().float()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total), step, first_bad)

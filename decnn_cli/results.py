@@ -97,7 +97,9 @@ METHOD_ORDER = ["standard", "decnn", "redecnn", "dropout", "mc-dropout", "bayesn
 
 
 def _method_rank(name: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name)
+    """Paper order for a method name, or for a model name like 'redecnn (Eq. 8)'."""
+    base = name.split(" (")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), name)
 
 
 def merge_rows(path: Path, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
@@ -126,7 +128,7 @@ def mean_std_table(frame: pd.DataFrame, value: str, index: str, columns: list[st
 
     grouped["cell"] = grouped.apply(cell, axis=1)
     table = grouped.pivot_table(index=index, columns=columns, values="cell", aggfunc="first")
-    if index == "method":
+    if index in ("method", "model"):
         table = table.reindex(sorted(table.index, key=_method_rank))
     return table.fillna("-")
 
@@ -150,7 +152,7 @@ def write_tables(
     sections: list[tuple[str, str, int]],
     columns: list[str],
     preamble: str = "",
-    index: str = "method",
+    index: str = "model",
 ) -> tuple[Path, Path]:
     """Merge ``rows`` into ``results/<name>.csv`` (tidy, one row per run and key) and rewrite
     ``results/<name>.md``: one mean (std) table per ``(metric, heading, digits)`` of ``sections``."""

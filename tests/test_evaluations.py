@@ -16,8 +16,15 @@ from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.train import train
 from tests.conftest import write_mnist_like
 
-TINY = ["data.subset=80", "train.epochs=1", "model.depth=3", "model.width=32", "model.decoder_width=64",
-        "method.recursion_depth=2", "eval.samples=4"]
+TINY = [
+    "data.subset=80",
+    "train.epochs=1",
+    "model.depth=3",
+    "model.width=32",
+    "model.decoder_width=64",
+    "method.recursion_depth=2",
+    "eval.samples=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +35,9 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     write_mnist_like(data, "FashionMNIST", n_train=20, n_test=30, seed=3)
     runs = {}
     for method in ("redecnn", "mc-dropout", "standard"):
-        cfg = build_config(overrides=[f"method.name={method}", "data.name=mnist", f"data.root={data}",
-                                      f"out_dir={root}", *TINY])
+        cfg = build_config(
+            overrides=[f"method.name={method}", "data.name=mnist", f"data.root={data}", f"out_dir={root}", *TINY]
+        )
         runs[method] = train(cfg, show_progress=False).run_dir
     runs["data"] = data
     return runs
@@ -64,8 +72,22 @@ def test_report_aggregates_metrics_json(runner, tiny_runs, tmp_path: Path):
 
 def test_eval_ood_against_another_dataset_and_patches(runner, tiny_runs, tmp_path: Path):
     results = tmp_path / "results"
-    result = runner.invoke(app, ["eval-ood", str(tiny_runs["redecnn"]), "--outlier", "fashion", "--outlier", "patches",
-                                 "--limit", "20", "--results", str(results), "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "eval-ood",
+            str(tiny_runs["redecnn"]),
+            "--outlier",
+            "fashion",
+            "--outlier",
+            "patches",
+            "--limit",
+            "20",
+            "--results",
+            str(results),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(results / "ood.csv")
     assert set(frame["outlier"]) == {"fashion", "patches"}
@@ -86,16 +108,30 @@ def test_eval_ood_corruptions_report_mean_and_stdev(tiny_runs, tmp_path: Path):
 
 
 def test_unknown_outlier_and_missing_outlier_files_are_clear_errors(runner, tiny_runs, tmp_path: Path):
-    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "svhn", "-q",
-                                 "--results", str(tmp_path)])
+    result = runner.invoke(
+        app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "svhn", "-q", "--results", str(tmp_path)]
+    )
     assert result.exit_code == 1 and "unknown outlier set 'svhn'" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "celeba", "-q",
-                                 "--data-root", str(empty), "--results", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "eval-ood",
+            str(tiny_runs["standard"]),
+            "--outlier",
+            "celeba",
+            "-q",
+            "--data-root",
+            str(empty),
+            "--results",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 1 and "MNIST files are missing" in result.output  # the inliers' own data first
-    result = runner.invoke(app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "celeba", "-q",
-                                 "--results", str(tmp_path)])
+    result = runner.invoke(
+        app, ["eval-ood", str(tiny_runs["standard"]), "--outlier", "celeba", "-q", "--results", str(tmp_path)]
+    )
     assert result.exit_code == 1 and "celeba" in result.output.lower() and "missing" in result.output
 
 
@@ -116,13 +152,16 @@ def test_fgsm_with_zero_eps_changes_nothing_and_positive_eps_stays_in_the_ball(t
 
 
 def test_attack_command_reports_detection(runner, tiny_runs, tmp_path: Path):
-    result = runner.invoke(app, ["attack", str(tiny_runs["redecnn"]), "--eps", "0.2", "--limit", "16",
-                                 "--results", str(tmp_path), "-q"])
+    result = runner.invoke(
+        app, ["attack", str(tiny_runs["redecnn"]), "--eps", "0.2", "--limit", "16", "--results", str(tmp_path), "-q"]
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(tmp_path / "attack.csv")
     assert frame.loc[0, "attack"] == "fgsm" and frame.loc[0, "examples"] == 16
     assert 0 <= frame.loc[0, "auroc_vote_entropy"] <= 1
-    bad = runner.invoke(app, ["attack", str(tiny_runs["redecnn"]), "--attack", "deepfoo", "-q", "--results", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["attack", str(tiny_runs["redecnn"]), "--attack", "deepfoo", "-q", "--results", str(tmp_path)]
+    )
     assert bad.exit_code == 1 and "unknown attack 'deepfoo'" in bad.output and "pgd" in bad.output
 
 

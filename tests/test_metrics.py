@@ -39,7 +39,9 @@ def test_accuracy_nll_brier_on_a_tiny_example():
     labels = np.array([0, 2])
     assert metrics.accuracy(probs, labels, "multiclass") == pytest.approx(50.0)
     assert metrics.nll(probs, labels, "multiclass") == pytest.approx(-(math.log(0.7) + math.log(0.1)) / 2)
-    assert metrics.brier(probs, labels, "multiclass") == pytest.approx(((0.09 + 0.04 + 0.01) + (0.01 + 0.64 + 0.81)) / 2)
+    assert metrics.brier(probs, labels, "multiclass") == pytest.approx(
+        ((0.09 + 0.04 + 0.01) + (0.01 + 0.64 + 0.81)) / 2
+    )
 
 
 def test_multilabel_accuracy_counts_attribute_decisions():

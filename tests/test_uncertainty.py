@@ -91,7 +91,9 @@ def test_bayesnn_vectorised_samples_match_one_at_a_time_statistics():
         torch.manual_seed(0)
         batched = layer(x.expand(2000, 1, 4))[:, 0]  # (2000, 2): 2000 weight samples at once
     mean = layer.weight_mu.sum(1) + layer.bias_mu
-    std = torch.sqrt((torch.nn.functional.softplus(layer.weight_rho) ** 2).sum(1) + torch.nn.functional.softplus(layer.bias_rho) ** 2)
+    std = torch.sqrt(
+        (torch.nn.functional.softplus(layer.weight_rho) ** 2).sum(1) + torch.nn.functional.softplus(layer.bias_rho) ** 2
+    )
     assert torch.allclose(batched.mean(0), mean.detach(), atol=4 * std.max().item() / math.sqrt(2000))
     assert torch.allclose(batched.std(0), std.detach(), rtol=0.1)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from decnn_cli.config import DataConfig
-from decnn_cli.data import celeba, digits, mnist, speech
+from decnn_cli.data import celeba, colored, digits, mnist, speech
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.errors import DecnnError
 
@@ -25,6 +25,16 @@ DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry("scikit-learn's 1,797 bundled digits at 28x28 (offline default)", digits.load, False),
     "mnist": DatasetEntry("MNIST, 28x28 grayscale digits", lambda cfg: mnist.load(cfg, "mnist"), True),
     "fashion": DatasetEntry("Fashion-MNIST, 28x28 grayscale clothing", lambda cfg: mnist.load(cfg, "fashion"), True),
+    "colored-digits": DatasetEntry(
+        "bundled digits painted red/green, colour correlated with the class in training (offline)",
+        lambda cfg: colored.load(cfg, "digits"),
+        False,
+    ),
+    "colored-mnist": DatasetEntry(
+        "MNIST painted red/green, colour correlated with the class in training",
+        lambda cfg: colored.load(cfg, "mnist"),
+        True,
+    ),
     "celeba": DatasetEntry("CelebA aligned faces at 64x64 RGB, 40 attributes", celeba.load, True),
     "audiomnist": DatasetEntry("AudioMNIST spoken digits as 32x32 log-mel spectrograms", speech.load_audiomnist, True),
     "fluent": DatasetEntry("Fluent Speech Commands, 6 actions, 32x32 log-mel spectrograms", speech.load_fluent, True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,37 @@ class Run:
         return TaskHead(self.spec.task)
 
     def identity(self) -> dict[str, Any]:
-        """The columns that place a run in a table."""
+        """The columns that place a run in a table; ``model`` is the method plus any composition variant."""
+        variant = run_variant(self.cfg)
         return {
             "dataset": self.cfg.data.name,
             "method": self.cfg.method.name,
+            "variant": variant,
+            "model": self.cfg.method.name if variant == "none" else f"{self.cfg.method.name} ({variant})",
             "seed": self.cfg.train.seed,
             "run": self.path.name,
         }
+
+
+def _pretrained_arch(path: Path) -> str:
+    config = path.parent / "config.toml"
+    if config.is_file():
+        try:
+            return tomllib.loads(config.read_text()).get("model", {}).get("arch", "mlp")
+        except tomllib.TOMLDecodeError:
+            pass
+    return path.stem
+
+
+def run_variant(cfg: RunConfig) -> str:
+    """'none', or the pretrained-model terms a run was trained with: 'Eq. 7: linear', 'direct: resnet18', 'Eq. 8'."""
+    parts = []
+    if cfg.method.compose_with is not None:
+        kind = "Eq. 7" if cfg.method.compose_target == "reconstruction" else "direct"
+        parts.append(f"{kind}: {_pretrained_arch(cfg.method.compose_with)}")
+    if cfg.method.protect_with is not None:
+        parts.append("Eq. 8")
+    return ", ".join(parts) or "none"
 
 
 def load_run(path: Path, device: str = "auto") -> Run:

@@ -110,13 +110,21 @@ def evaluate_ood(
                     run_rows.append(row)
                     _save(run, oset.name, neg, pos)
             rows += run_rows + corruption_summary(run_rows, run.identity())
+            if any(o.startswith("corrupt:") for o in outliers):
+                from decnn_cli.data.corruptions import corruption_sheet
+                from decnn_cli.data.outliers import images_of
+
+                results_dir.mkdir(parents=True, exist_ok=True)
+                corruption_sheet(
+                    images_of(splits.test, 1)[0], results_dir / f"{table}_corruptions_{run.cfg.data.name}.png"
+                )
     write_tables(
         results_dir,
         table,
         rows,
         key=["run", "outlier"],
         sections=SECTIONS,
-        columns=["dataset", "method"],
+        columns=["dataset", "model"],
         index="outlier",
         preamble="Written by `decnn eval-ood`. Inliers (the run's test split) are negatives, outliers positives; "
         "scores: higher = more uncertain. Outliers from another dataset are converted to the model's input shape "

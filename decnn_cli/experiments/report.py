@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from decnn_cli.config import RunConfig, read_toml
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.common import resolve_runs
+from decnn_cli.experiments.common import resolve_runs, run_variant
 from decnn_cli.results import FINISHED_MARKER, write_tables
 
 SECTIONS = [
@@ -52,7 +53,11 @@ def report_runs(
         missing = [c for c in ("dataset", "method", "seed", "test_accuracy") if c not in raw]
         if missing:
             raise DecnnError(f"{marker} lacks {missing}: it was written by another version of decnn; retrain the run")
-        rows.append({c: raw.get(c) for c in COLUMNS} | {"run": path.name})
+        variant = "none"
+        if (path / "config.toml").is_file():
+            variant = run_variant(RunConfig.model_validate(read_toml(path / "config.toml")))
+        model = raw["method"] if variant == "none" else f"{raw['method']} ({variant})"
+        rows.append({c: raw.get(c) for c in COLUMNS} | {"run": path.name, "variant": variant, "model": model})
     write_tables(
         results_dir,
         table,

@@ -78,6 +78,17 @@ class ResNetDecoder(nn.Module):
         return torch.sigmoid(out)
 
 
+def _adapter(shape: tuple[int, ...], code_dim: int) -> nn.Module:
+    """h_l of ``shape`` -> a code (B, code_dim): feature maps are first pooled to at most 7x7."""
+    if len(shape) == 1:
+        return nn.Linear(shape[0], code_dim)
+    channels, height, width = shape
+    pooled = (min(height, 7), min(width, 7))
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(pooled), nn.Flatten(), nn.Linear(channels * pooled[0] * pooled[1], code_dim)
+    )
+
+
 class SharedDecoder(nn.Module):
     """g with its per-layer adapters (identity when every hidden layer is a vector of the same width)."""
 
@@ -96,9 +107,7 @@ class SharedDecoder(nn.Module):
             self.adapters = None
             code_dim = hidden_shapes[0][0]
         else:
-            self.adapters = nn.ModuleList(
-                nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), code_dim)) for shape in hidden_shapes
-            )
+            self.adapters = nn.ModuleList(_adapter(shape, code_dim) for shape in hidden_shapes)
         self.num_layers = len(hidden_shapes)
         self.code_dim = code_dim
         self.body = (
@@ -125,7 +134,7 @@ class SharedDecoder(nn.Module):
             code = torch.stack(hidden)[layer, rows]  # (B, width)
         else:
             # Adapt only the rows that chose each layer: adapters of large early feature maps are not cheap.
-            code = hidden[0].new_zeros(layer.shape[0], self.code_dim)
+            code = hidden[0].new_zeros(layer.shape[0], self.code_dim)  # filled row by row below
             for index, (adapt, h) in enumerate(zip(self.adapters, hidden, strict=True)):
                 chosen = (layer == index).nonzero().squeeze(1)
                 code = code.index_copy(0, chosen, adapt(h[chosen]))

@@ -1,0 +1,52 @@
+"""A convolutional classifier f for DecNN (the paper's Appendix A.6): blocks whose outputs differ in shape.
+
+Each block's output h_l (C_l, H_l, W_l) reaches the shared decoder through its own small adapter (see
+``SharedDecoder``), since one decoder cannot take inputs of different shapes directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.models.classifiers import Normalize
+
+
+class CNNClassifier(nn.Module):
+    """x (B, C, H, W) in [0, 1] -> (logits (B, K), [h_1 .. h_L] each (B, C_l, H_l, W_l)).
+
+    Block l is a 3x3 convolution and a ReLU; every second block halves the resolution (stride 2) while the
+    feature map is at least 8 pixels wide, and doubles the channels. The head averages the last map.
+    """
+
+    def __init__(self, spec: DataSpec, depth: int, channels: int, dropout: float):
+        super().__init__()
+        self.normalize = Normalize(spec.mean, spec.std)
+        c_in, height, width = spec.in_shape
+        blocks, shapes, maps = [], [], channels
+        for i in range(depth):
+            stride = 2 if i % 2 == 1 and min(height, width) >= 8 else 1
+            if stride == 2:
+                maps *= 2
+                height, width = (height + 1) // 2, (width + 1) // 2
+            blocks.append(nn.Conv2d(c_in, maps, 3, stride=stride, padding=1))
+            shapes.append((maps, height, width))
+            c_in = maps
+        self.blocks = nn.ModuleList(blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, spec.num_outputs)
+        self.hidden_shapes: list[tuple[int, ...]] = shapes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        z = self.normalize(x)
+        hidden = []
+        for block in self.blocks:
+            z = torch.relu(block(z))
+            hidden.append(z)
+            z = self.dropout(z)
+        return self.head(z.mean(dim=(-2, -1))), hidden
+
+
+def cnn(spec: DataSpec, depth: int = 8, channels: int = 32, dropout: float = 0.0) -> CNNClassifier:
+    return CNNClassifier(spec, depth, channels, dropout)

@@ -1,0 +1,202 @@
+"""Eq. 7 / Eq. 8 terms, frozen pretrained models, coloured digits and the fairness evaluation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from decnn_cli import composition, engine
+from decnn_cli.cli import app
+from decnn_cli.config import DataConfig, build_config
+from decnn_cli.data import load_splits
+from decnn_cli.data.splitting import make_loader
+from decnn_cli.errors import DecnnError
+from decnn_cli.experiments.fairness import linear_probe_f1
+from decnn_cli.experiments.train import train
+from decnn_cli.methods import LossContext, get_method
+from decnn_cli.tasks import TaskHead
+
+TINY = [
+    "train.epochs=1",
+    "model.depth=3",
+    "model.width=32",
+    "model.decoder_width=64",
+    "method.recursion_depth=2",
+    "eval.samples=4",
+    "data.subset=120",
+]
+
+
+def test_agreement_term_is_zero_exactly_when_f_agrees_with_m():
+    logits = torch.randn(5, 4)
+    assert composition.agreement_term(logits, logits.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert composition.agreement_term(logits, torch.randn(5, 4)).item() > 0
+
+
+def test_uniformity_term_is_zero_exactly_when_m_is_uniform():
+    assert composition.uniformity_term(torch.zeros(3, 2)).item() == pytest.approx(0.0, abs=1e-7)
+    confident = torch.tensor([[5.0, -5.0]])
+    assert composition.uniformity_term(confident).item() > 1.0
+    # KL(uniform || p) for p = softmax([5, -5]): mean of -log p minus log 2
+    p = torch.softmax(confident, -1)[0]
+    assert composition.uniformity_term(confident).item() == pytest.approx(
+        (-(p.log()).mean() - math.log(2)).item(), rel=1e-5
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> dict[str, Path]:
+    """Tiny pretrained models on the bundled digits: a linear m for the task, an MLP for the colour."""
+    out = tmp_path_factory.mktemp("pretrained")
+    linear = train(
+        build_config(overrides=["method.name=standard", "model.arch=linear", f"out_dir={out}", *TINY]),
+        show_progress=False,
+    ).run_dir
+    colour = train(
+        build_config(
+            overrides=["method.name=standard", "data.name=colored-digits", "data.target=color", f"out_dir={out}", *TINY]
+        ),
+        show_progress=False,
+    ).run_dir
+    return {"linear": linear / "model.pt", "colour": colour / "model.pt", "out": out}
+
+
+def test_pretrained_model_stays_frozen_while_redecnn_trains(pretrained, monkeypatch):
+    captured = {}
+    original = composition.load_frozen
+
+    def spy(*args, **kwargs):
+        captured["m"] = original(*args, **kwargs)
+        return captured["m"]
+
+    monkeypatch.setattr(composition, "load_frozen", spy)
+    cfg = build_config(overrides=["method.name=redecnn", f"method.compose_with={pretrained['linear']}", *TINY])
+    splits = load_splits(cfg.data)
+    method = get_method("redecnn")
+    model = method.build(cfg, splits.spec)
+    ctx = LossContext(cfg.method, TaskHead("multiclass"), len(splits.train))
+    composition.attach_pretrained_terms(ctx, cfg, splits.spec, torch.device("cpu"))
+    before = {k: v.clone() for k, v in captured["m"].state_dict().items()}
+    history = engine.fit(
+        model,
+        method,
+        ctx,
+        make_loader(splits.train, 32, True),
+        make_loader(splits.val, 64, False),
+        cfg.train,
+        torch.device("cpu"),
+    )
+    assert "compose" in history[0].parts and history[0].parts["compose"] > 0
+    after = captured["m"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in captured["m"].parameters())
+    assert not captured["m"].training
+
+
+@pytest.mark.parametrize("target", ["reconstruction", "direct"])
+def test_composed_runs_train_from_the_cli(runner, pretrained, tmp_path: Path, target: str):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "-q",
+            "--method",
+            "redecnn",
+            "--compose-with",
+            str(pretrained["linear"]),
+            "--compose-target",
+            target,
+            "--out",
+            str(tmp_path),
+            "--subset",
+            "120",
+            "--epochs",
+            "1",
+            "--set",
+            "model.depth=3",
+            "--set",
+            "model.width=32",
+            "--set",
+            "method.recursion_depth=2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_protected_model_with_wrong_input_shape_is_a_clear_error(pretrained, tmp_path: Path):
+    # The colour classifier takes 3x28x28 inputs; plain digits are 1x28x28.
+    cfg = build_config(
+        overrides=["method.name=redecnn", f"method.protect_with={pretrained['colour']}", f"out_dir={tmp_path}", *TINY]
+    )
+    with pytest.raises(DecnnError, match=r"takes inputs of shape \(3, 28, 28\)"):
+        train(cfg, show_progress=False)
+    assert not list(tmp_path.glob("*"))
+
+
+def test_composition_with_another_class_count_is_a_clear_error(pretrained, tmp_path: Path):
+    cfg = build_config(
+        overrides=[
+            "method.name=redecnn",
+            "data.name=colored-digits",
+            "data.target=digit",
+            f"method.compose_with={pretrained['colour']}",
+            f"out_dir={tmp_path}",
+            *TINY,
+        ]
+    )
+    with pytest.raises(DecnnError, match="predicts 2 classes but this task has 10"):
+        train(cfg, show_progress=False)
+
+
+def test_composition_needs_a_decodable_method(pretrained, tmp_path: Path):
+    cfg = build_config(
+        overrides=["method.name=standard", f"method.compose_with={pretrained['linear']}", f"out_dir={tmp_path}", *TINY]
+    )
+    with pytest.raises(DecnnError, match="use them with decnn or redecnn"):
+        train(cfg, show_progress=False)
+
+
+def test_colored_digits_correlate_in_training_and_balance_at_test():
+    splits = load_splits(DataConfig(name="colored-digits", color_correlation=0.9))
+    x, y, colour = splits.train.tensors
+    assert x.shape[1:] == (3, 28, 28) and float(x.max()) <= 1.0
+    assert 0.85 < float((colour == y).float().mean()) < 0.95
+    _, y_test, colour_test = splits.test.tensors
+    assert abs(float((colour_test == y_test).float().mean()) - 0.5) < 0.1
+    # Each image is painted in its group's colour: red images have no more green than red.
+    red = x[colour == 0]
+    assert float(red[:, 0].sum()) > float(red[:, 1].sum())
+    colours = load_splits(DataConfig(name="colored-digits", target="color"))
+    assert torch.equal(colours.train.tensors[1], colours.train.tensors[2])
+    with pytest.raises(DecnnError, match="choose from"):
+        load_splits(DataConfig(name="colored-digits", target="shape"))
+
+
+def test_linear_probe_recovers_a_planted_attribute_and_not_an_absent_one():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 2, 600)
+    planted = rng.normal(size=(600, 16)) + 3.0 * groups[:, None] * (np.arange(16) == 3)
+    scores = linear_probe_f1(planted[:400], groups[:400], planted[400:], groups[400:])
+    assert scores["probe_f1"] > 0.9
+    absent = rng.normal(size=(600, 16))
+    assert linear_probe_f1(absent[:400], groups[:400], absent[400:], groups[400:])["probe_f1"] < 0.7
+
+
+def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
+    run = train(
+        build_config(
+            overrides=["method.name=redecnn", "data.name=colored-digits", f"out_dir={tmp_path / 'runs'}", *TINY]
+        ),
+        show_progress=False,
+    ).run_dir
+    result = runner.invoke(app, ["fairness", str(run), "--results", str(tmp_path / "res"), "-q"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "res" / "fairness.csv").iloc[0]
+    assert row["n_group0"] + row["n_group1"] == 120
+    assert 0 <= row["probe_f1"] <= 1 and row["f1_gap"] == pytest.approx(abs(row["f1_group1"] - row["f1_group0"]))
+    assert "Table 8" in (tmp_path / "res" / "fairness.md").read_text()
