@@ -297,6 +297,65 @@ def report(
     _guard(action)
 
 
+@app.command()
+def bench(
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Methods to measure (repeatable).")] = None,
+    decoder: Annotated[list[str] | None, typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable).")] = None,
+    shape: Annotated[str, typer.Option("--shape", help="Input shape CxHxW.")] = "1x28x28",
+    batch: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 128,
+    samples: SamplesOpt = 32,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per method.")] = 20,
+    device: DeviceOpt = None,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
+    overrides: SetOpt = None,
+    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "bench",
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Step time, memory, FLOPs and sampling time of every method side by side, with ratios to standard."""
+
+    def action() -> None:
+        from decnn_cli.experiments.bench import run_bench
+
+        try:
+            in_shape = tuple(int(v) for v in shape.lower().split("x"))
+            assert len(in_shape) == 3
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--shape {shape!r} must look like 1x28x28 (channels x height x width)") from None
+        rows = run_bench(
+            method,
+            decoder,
+            overrides,
+            in_shape,
+            batch,
+            samples or 32,
+            repeats,
+            3,
+            device or "auto",
+            amp,
+            results,
+            table,
+        )
+        columns = [
+            "decoder",
+            "model",
+            "step_ms",
+            "step_ratio",
+            "gflop_per_step",
+            "flop_utilisation",
+            "memory_mb",
+            "sample_ms_per_1k",
+        ]
+        out.print(_rows_table(f"bench on {rows[0]['device']}", rows, columns))
+        redecnn = [
+            r for r in rows if r["method"] == "redecnn" and r["redecnn_over_ensemble"] == r["redecnn_over_ensemble"]
+        ]
+        for r in redecnn:
+            out.print(f"{r['decoder']} decoder: redecnn / ensemble step time = {r['redecnn_over_ensemble']:.2f}")
+        out.print(f"tables: {results / table}.csv, {results / table}.md")
+
+    _guard(action)
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods."""
