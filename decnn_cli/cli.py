@@ -356,6 +356,40 @@ def bench(
     _guard(action)
 
 
+@app.command()
+def reproduce(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML, e.g. recipes/table1/cpu.toml.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (done / todo) and stop.")] = False,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for run folders (default results/runs).")
+    ] = None,
+    overrides: SetOpt = None,
+    results: ResultsOpt = Path("results"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a recipe's grid (skipping finished runs), its evaluations, and compare with the paper's numbers."""
+
+    def action() -> None:
+        from decnn_cli.experiments.reproduce import dry_run_lines
+        from decnn_cli.experiments.reproduce import reproduce as run_recipe
+
+        outcome = run_recipe(recipe, results, data_root, out_dir, device or "auto", dry_run, overrides, err, not quiet)
+        if dry_run:
+            lines = dry_run_lines(outcome)
+            out.print("\n".join(lines), highlight=False)
+            todo = sum(line.startswith("todo") for line in lines)
+            out.print(f"{len(lines)} runs, {todo} to train")
+            return
+        from decnn_cli.experiments.reproduce import load_recipe
+
+        name = load_recipe(recipe).table.name
+        out.print(f"compared {int(outcome['runs'].gt(0).sum())} measured cells with the paper: {results / name}.md")
+
+    _guard(action)
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods."""

@@ -17,7 +17,7 @@ from decnn_cli.errors import ConfigError
 
 RUN_SECTIONS = ("data", "model", "method", "train", "eval")
 # Top-level tables of a recipe that describe a grid of runs for `decnn reproduce`, not a single run.
-RECIPE_KEYS = {"table", "grid", "evaluations", "paper"}
+RECIPE_KEYS = {"table", "grid", "evaluations"}
 TOP_LEVEL_KEYS = {"out_dir"}
 
 

@@ -57,6 +57,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def progress_or_new(progress: Progress | None, show: bool) -> Iterator[Progress]:
+    """Use the caller's progress display (one overall display for many runs), or open a new one."""
+    if progress is not None:
+        yield progress
+    else:
+        with progress_bar(disable=not show) as own:
+            yield own
+
+
 def progress_bar(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

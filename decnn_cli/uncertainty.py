@@ -106,6 +106,8 @@ def predict(
         votes.append(task.predict(p_samples).to(torch.int16).cpu().numpy())
         if progress is not None:
             progress.advance(task_id)
+    if progress is not None:
+        progress.remove_task(task_id)
     return Predictions(
         task=task.kind,
         labels=np.concatenate(labels),

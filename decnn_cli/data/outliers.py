@@ -1,6 +1,7 @@
 """Out-of-distribution inputs for a trained run, converted to the run's input shape.
 
-Sources (``--outlier``): another dataset's test split (``mnist``, ``fashion``, ``celeba``, ``digits``),
+Sources (``--outlier``): another registered dataset's test split (``mnist``, ``fashion``, ``celeba``, ``digits``,
+``audiomnist``, ...),
 ``patches`` (crops of the natural photographs bundled with scikit-learn), ``corrupt:<name>[@severity]`` /
 ``corrupt:all`` (MNIST-C corruptions of the inlier test split) and ``celeba-holdout:<Attribute>``.
 """
@@ -20,7 +21,6 @@ from decnn_cli.data import DATASETS, load_splits
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import DecnnError
 
-DATASET_OUTLIERS = ("mnist", "fashion", "celeba", "digits")
 PATCHES = 2000
 
 
@@ -39,7 +39,7 @@ class OutlierSet:
 
 
 def outlier_names() -> list[str]:
-    return [*DATASET_OUTLIERS, "patches", "corrupt:<name>[@severity]", "corrupt:all", "celeba-holdout:<Attribute>"]
+    return [*DATASETS, "patches", "corrupt:<name>[@severity]", "corrupt:all", "celeba-holdout:<Attribute>"]
 
 
 def images_of(dataset: Dataset, limit: int | None = None) -> torch.Tensor:
@@ -102,7 +102,7 @@ def build_outliers(
     ``inlier_test`` is the run's test split; ``limit`` caps every set (seeded order is kept simple: the first
     ``limit`` examples).
     """
-    if outlier in DATASET_OUTLIERS:
+    if outlier in DATASETS:
         if outlier == run_data.name:
             raise DecnnError(f"outlier set {outlier!r} is the run's own dataset; pick another one")
         other = run_data.model_copy(

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torchattacks
+from rich.progress import Progress
 from torch import nn
 from torch.utils.data import Subset
 
 from decnn_cli import metrics
-from decnn_cli.engine import progress_bar
+from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.experiments.ood import _save, separation_row
@@ -61,10 +62,11 @@ def evaluate_attack(
     data_root: Path | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Attack every run on (the first ``limit`` of) its test split; merge rows into ``results/<table>``."""
     rows = []
-    with progress_bar(disable=not show_progress) as progress:
+    with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
             if run.spec.task != "multiclass":

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import Progress
 
 from decnn_cli import metrics, plots
-from decnn_cli.engine import progress_bar
+from decnn_cli.engine import progress_or_new
 from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.results import write_tables
 from decnn_cli.uncertainty import SCORES, decision_scores
@@ -32,6 +33,7 @@ def evaluate_calibration(
     data_root: Path | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate each run on its test split and merge one row per run into ``results/<table>.{csv,md}``.
 
@@ -39,7 +41,7 @@ def evaluate_calibration(
     and every uncertainty score per example) and ``reliability.png``.
     """
     rows = []
-    with progress_bar(disable=not show_progress) as progress:
+    with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
             n = samples or run.cfg.eval.samples

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
 from sklearn.pipeline import make_pipeline
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset, TensorDataset
 from decnn_cli import metrics
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import cap, make_loader
-from decnn_cli.engine import progress_bar
+from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import Run, data_config, load_run, predict_split, resolve_runs
 from decnn_cli.models.bayesian import use_posterior_mean
@@ -109,13 +110,14 @@ def evaluate_fairness(
     data_root: Path | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Group metrics of the task and the protected-attribute probe for every run; rows into ``results/<table>``.
 
     ``protected`` names the attribute (CelebA); the coloured datasets always carry their colour.
     """
     rows = []
-    with progress_bar(disable=not show_progress) as progress:
+    with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
             if run.spec.task != "multiclass":

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import Progress
 from sklearn.metrics import roc_curve
 from torch.utils.data import Subset
 
 from decnn_cli import metrics, plots
 from decnn_cli.data.outliers import build_outliers
-from decnn_cli.engine import progress_bar
+from decnn_cli.engine import progress_or_new
 from decnn_cli.experiments.common import Run, load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.results import write_tables
 from decnn_cli.uncertainty import SCORES, uncertainty_scores
@@ -75,6 +76,7 @@ def evaluate_ood(
     data_root: Path | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Score every run's inliers and each outlier set; merge rows into ``results/<table>.{csv,md}``.
 
@@ -82,7 +84,7 @@ def evaluate_ood(
     ``roc_<outlier>.png``. ``limit`` caps the inlier and each outlier set (the first ``limit`` examples).
     """
     rows: list[dict[str, Any]] = []
-    with progress_bar(disable=not show_progress) as progress:
+    with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
             n = samples or run.cfg.eval.samples

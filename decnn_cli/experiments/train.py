@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.progress import Progress
 
 from decnn_cli import engine, metrics, plots
 from decnn_cli.config import RunConfig, dump_toml
@@ -28,11 +29,18 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
-def train(cfg: RunConfig, console: Console | None = None, show_progress: bool = True) -> TrainOutcome:
+def train(
+    cfg: RunConfig,
+    console: Console | None = None,
+    show_progress: bool = True,
+    progress: Progress | None = None,
+    name: str | None = None,
+) -> TrainOutcome:
     """Train ``cfg.method`` on ``cfg.data``, evaluate on the test split and write the run folder.
 
-    The folder holds config.toml (resolved), metrics.json, model.pt, predictions.npz and, for methods with a
-    decoder, decodings.png. It appears only when everything is written.
+    The folder (``name``, or ``<dataset>__<method>__seed<k>__<time>``) holds config.toml (resolved),
+    metrics.json, model.pt, predictions.npz and, for methods with a decoder, decodings.png. It appears only
+    when everything is written. ``progress`` is a display to add bars to (else one is opened).
     """
     console = console or Console(stderr=True)
     device = engine.resolve_device(cfg.train.device)
@@ -51,14 +59,14 @@ def train(cfg: RunConfig, console: Console | None = None, show_progress: bool = 
     val_loader = make_loader(splits.val, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
 
-    with RunFolder(cfg.out_dir, run_name(cfg)) as run:
+    with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
         write_text_atomic(run.path / "config.toml", dump_toml(cfg))
         started = time.perf_counter()
-        with engine.progress_bar(disable=not show_progress) as progress:
-            history = engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, progress)
+        with engine.progress_or_new(progress, show_progress) as bar:
+            history = engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, bar)
             train_seconds = time.perf_counter() - started
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
-            pred = predict(model, method, test_loader, cfg.method, samples, task, device, progress, "test")
+            pred = predict(model, method, test_loader, cfg.method, samples, task, device, bar, "test")
         pred.save(run.path / "predictions.npz")
         result: dict[str, Any] = {
             "dataset": cfg.data.name,

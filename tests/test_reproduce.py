@@ -1,0 +1,134 @@
+"""decnn reproduce: planning, resuming, paper comparison and recipe validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from decnn_cli.cli import app
+from decnn_cli.errors import ConfigError
+from decnn_cli.experiments.reproduce import compare_with_paper, load_recipe, plan, reproduce
+from decnn_cli.paper import PAPER
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+MINI = """
+[table]
+name = "mini"
+title = "mini"
+size = "smoke"
+paper = ["1a"]
+
+[data]
+subset = 60
+[model]
+depth = 2
+width = 16
+decoder_width = 32
+[method]
+recursion_depth = 2
+[train]
+epochs = 1
+[eval]
+samples = 3
+
+[[grid]]
+datasets = ["digits"]
+methods = ["standard", "redecnn"]
+seeds = [0, 1]
+
+[[evaluations]]
+kind = "calibration"
+"""
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.toml"
+    path.write_text(MINI)
+    return path
+
+
+def test_plan_names_runs_by_what_determines_them(mini: Path, tmp_path: Path):
+    runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
+    assert len(runs) == 4
+    names = [r.folder.name for r in runs]
+    assert len(set(names)) == 4 and names[0].startswith("digits__standard__none__")
+    # The same config maps to the same folder whatever the data root (machine-specific keys are not hashed).
+    again = plan(load_recipe(mini), data_root=tmp_path / "elsewhere", out_dir=tmp_path / "runs")
+    assert [r.folder for r in again] == [r.folder for r in runs]
+    changed = plan(load_recipe(mini), out_dir=tmp_path / "runs", overrides=["train.epochs=2"])
+    assert changed[0].folder != runs[0].folder
+
+
+def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_path: Path, runner):
+    out, results = tmp_path / "runs", tmp_path / "results"
+    args = ["reproduce", str(mini), "--out", str(out), "--results", str(results), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    runs = plan(load_recipe(mini), out_dir=out)
+    assert all(r.done for r in runs)
+    stamps = {r.folder: (r.folder / "metrics.json").stat().st_mtime_ns for r in runs}
+    # Interrupt one run: its folder loses metrics.json (and a stray partial folder is left behind).
+    victim = runs[1].folder
+    (victim / "metrics.json").unlink()
+    (out / f".partial-{runs[2].folder.name}").mkdir()
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "4 runs, 1 to train" in dry.output
+    assert runner.invoke(app, args).exit_code == 0
+    for run in runs:
+        if run.folder == victim:
+            assert (run.folder / "metrics.json").is_file()
+        else:
+            assert (run.folder / "metrics.json").stat().st_mtime_ns == stamps[run.folder]
+    frame = pd.read_csv(results / "mini.csv")
+    measured = frame[(frame["dataset"] == "digits") & (frame["metric"] == "accuracy")]
+    assert set(measured["model"]) == {"standard", "redecnn"} and (measured["runs"] == 2).all()
+
+
+def test_paper_column_matches_the_recipes_tables():
+    rows = [
+        {"kind": "calibration", "dataset": "mnist", "model": "standard", "outlier": "", "run": "a", "accuracy": 97.0},
+        {"kind": "calibration", "dataset": "mnist", "model": "standard", "outlier": "", "run": "b", "accuracy": 98.0},
+    ]
+    frame = compare_with_paper(rows, PAPER["1a"])
+    cell = frame[(frame["dataset"] == "mnist") & (frame["model"] == "standard")].iloc[0]
+    assert cell["paper"] == 97.1 and cell["measured"] == 97.5 and cell["difference"] == pytest.approx(0.4)
+    assert cell["paper_table"] == "1a" and cell["runs"] == 2
+    assert len(frame) == len(PAPER["1a"])  # every paper value appears once, measured or not
+    assert frame[frame["model"] == "ensemble"]["runs"].eq(0).all()
+
+
+def test_recipe_with_unknown_key_is_a_clear_error(tmp_path: Path, runner):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINI.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"))
+    with pytest.raises(ConfigError, match=r"grid\.0\.seed: unknown key"):
+        load_recipe(bad)
+    result = runner.invoke(app, ["reproduce", str(bad), "--dry-run"])
+    assert result.exit_code == 2 and "unknown key" in result.output
+    bad.write_text(MINI.replace('paper = ["1a"]', 'paper = ["11"]'))
+    with pytest.raises(ConfigError, match="unknown paper table"):
+        load_recipe(bad)
+    bad.write_text(MINI.replace("depth = 2", "depht = 2"))
+    with pytest.raises(ConfigError, match="model.depht"):
+        plan(load_recipe(bad))
+
+
+def test_every_committed_recipe_plans(tmp_path: Path):
+    recipes = sorted(RECIPES.glob("*/*.toml"))
+    assert len(recipes) >= 2
+    for path in recipes:
+        runs = plan(load_recipe(path), out_dir=tmp_path)
+        assert runs, path
+
+
+def test_smoke_recipe_runs_every_stage_end_to_end(tmp_path: Path):
+    comparison = reproduce(
+        RECIPES / "smoke" / "cpu.toml", tmp_path / "results", out_dir=tmp_path / "runs", show_progress=False
+    )
+    measured = comparison[comparison["runs"] > 0]
+    assert {"redecnn (Eq. 7: linear)", "redecnn (direct: linear)", "standard"} <= set(measured["model"])
+    assert {"calibration", "attack"} <= set(measured["kind"])
+    md = (tmp_path / "results" / "smoke.md").read_text()
+    assert "paper Table 1a" in md and "97.10" in md
