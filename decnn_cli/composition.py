@@ -74,7 +74,9 @@ def attach_pretrained_terms(ctx: LossContext, cfg: RunConfig, spec: DataSpec, de
         if method.compose_target == "reconstruction":
 
             def compose(x: torch.Tensor, x_hat: torch.Tensor, f_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-                return {"compose": weight * agreement_term(f_logits, m(x_hat))}
+                with torch.no_grad():  # m's view of the reconstruction is a target: no graph through m
+                    target = m(x_hat)
+                return {"compose": weight * agreement_term(f_logits, target)}
 
         else:
             last: dict[str, torch.Tensor] = {}

@@ -55,7 +55,7 @@ def test_plan_names_runs_by_what_determines_them(mini: Path, tmp_path: Path):
     runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
     assert len(runs) == 4
     names = [r.folder.name for r in runs]
-    assert len(set(names)) == 4 and names[0].startswith("digits__standard__none__")
+    assert len(set(names)) == 4 and names[0].startswith("digits__standard__")
     # The same config maps to the same folder whatever the data root (machine-specific keys are not hashed).
     again = plan(load_recipe(mini), data_root=tmp_path / "elsewhere", out_dir=tmp_path / "runs")
     assert [r.folder for r in again] == [r.folder for r in runs]

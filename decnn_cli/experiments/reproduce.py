@@ -6,16 +6,15 @@ A recipe is a TOML file with the usual run sections (``[data]``, ``[model]``, ``
 methods x variants x seeds) and ``[[evaluations]]``. A stage may refer to another stage's checkpoint with
 ``@<stage>/<variant label>`` (e.g. ``method.compose_with=@pretrained/linear``).
 
-Run folders are named by what determines them (dataset, method, variant and a hash of the resolved config,
-seed), so recipes that share runs share folders, a finished run (one with ``metrics.json``) is never trained
-twice, and a killed run leaves only a ``.partial-*`` folder that the next attempt replaces.
+Run folders are named by what determines them (dataset, method, a hash of the resolved config, seed), so
+recipes that share runs share folders, a finished run (one with ``metrics.json``) is never trained twice,
+and a killed run leaves only a ``.partial-*`` folder that the next attempt replaces.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ class _Strict(BaseModel):
 class Variant(_Strict):
     label: str = Field("none", description="Name of the variant in tables ('none' for the plain method).")
     set: list[str] = Field(default_factory=list, description="Overrides section.key=value for this variant.")
+    show: bool = Field(True, description="Whether the label is part of the model's name in tables.")
 
 
 class Stage(_Strict):
@@ -56,7 +56,8 @@ class Evaluation(_Strict):
     stages: list[str] | None = Field(None, description="Stages to evaluate (default: all with in_table).")
     methods: list[str] | None = Field(None, description="Only runs of these methods.")
     outliers: dict[str, list[str]] = Field(
-        default_factory=dict, description="ood: outlier sets per inlier dataset ('*' for every dataset)."
+        default_factory=dict,
+        description="ood: outlier sets per variant label or inlier dataset ('*' for every run).",
     )
     attack: str = "fgsm"
     eps: float = 0.1
@@ -106,6 +107,7 @@ class PlannedRun:
     cfg: RunConfig
     folder: Path
     in_table: bool
+    show_variant: bool = True
 
     @property
     def done(self) -> bool:
@@ -113,7 +115,9 @@ class PlannedRun:
 
     @property
     def model(self) -> str:
-        return self.method if self.variant == "none" else f"{self.method} ({self.variant})"
+        if self.variant == "none" or not self.show_variant:
+            return self.method
+        return f"{self.method} ({self.variant})"
 
 
 _MACHINE_KEYS = {
@@ -137,10 +141,6 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "none"
-
-
 def plan(
     recipe: Recipe, data_root: Path | None = None, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> list[PlannedRun]:
@@ -161,9 +161,8 @@ def plan(
                             "out_dir": str(out_dir) if out_dir else None,
                         }
                         cfg = build_config(recipe.base, options, sets)
-                        folder = (
-                            cfg.out_dir / f"{dataset}__{method}__{_slug(variant.label)}__{config_hash(cfg)}__seed{seed}"
-                        )
+                        # Named by what determines the run (not by the variant's label), so recipes share runs.
+                        folder = cfg.out_dir / f"{dataset}__{method}__{config_hash(cfg)}__seed{seed}"
                         runs.append(
                             PlannedRun(stage.name, dataset, method, variant.label, seed, cfg, folder, stage.in_table)
                         )
@@ -193,18 +192,16 @@ def _evaluate(
     """Run one evaluation over ``runs`` (skipping runs already in its staging table); return all its rows."""
     from decnn_cli.experiments import attack, calibration, fairness, ood, report
 
-    table = f"{evaluation.kind}" if evaluation.kind != "attack" else f"attack_{evaluation.attack}_{evaluation.eps:g}"
+    table = staging_name(evaluation)
     csv_path = staging / f"{table}.csv"
-    done: set[str] = set()
-    if csv_path.exists():
-        existing = pd.read_csv(csv_path)
-        done = set(existing["run"]) if "run" in existing else set()
+    existing = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run"])
     rows: list[dict[str, Any]] = []
-    by_dataset: dict[str, list[PlannedRun]] = {}
+    groups: dict[tuple[str, str], list[PlannedRun]] = {}
     for run in runs:
-        by_dataset.setdefault(run.dataset, []).append(run)
-    for dataset, group in by_dataset.items():
-        todo = [r.folder for r in group if r.folder.name not in done]
+        groups.setdefault((run.dataset, run.variant), []).append(run)
+    for (dataset, variant), group in groups.items():
+        outliers = next((evaluation.outliers[k] for k in (variant, dataset, "*") if k in evaluation.outliers), [])
+        todo = [r.folder for r in group if not _has_rows(existing, r.folder.name, evaluation.kind, outliers)]
         if not todo:
             continue
         common = {
@@ -217,7 +214,6 @@ def _evaluate(
         if evaluation.kind == "calibration":
             calibration.evaluate_calibration(todo, samples=evaluation.samples, **common)
         elif evaluation.kind == "ood":
-            outliers = evaluation.outliers.get(dataset, evaluation.outliers.get("*", []))
             if outliers:
                 ood.evaluate_ood(todo, outliers, samples=evaluation.samples, limit=evaluation.limit, **common)
         elif evaluation.kind == "attack":
@@ -244,6 +240,38 @@ def _evaluate(
                     }
                 )
     return rows
+
+
+def staging_name(evaluation: Evaluation) -> str:
+    """The shared table an evaluation's per-run rows go to; its settings are part of the name, so two recipes
+    asking for the same evaluation of the same run share the rows, and different settings never mix."""
+    n = f"_n{evaluation.samples}" if evaluation.samples else ""
+    limit = f"_l{evaluation.limit}" if evaluation.limit else ""
+    if evaluation.kind == "attack":
+        return f"attack_{evaluation.attack}_eps{evaluation.eps:g}{limit}{n}"
+    if evaluation.kind == "ood":
+        return f"ood{limit}{n}"
+    if evaluation.kind == "fairness":
+        return f"fairness_{evaluation.protected or 'color'}"
+    return f"{evaluation.kind}{n}"
+
+
+def _has_rows(existing: pd.DataFrame, run: str, kind: str, outliers: list[str]) -> bool:
+    """Whether ``existing`` already holds this run's rows (for OOD: a row for every requested outlier set)."""
+    mine = existing[existing["run"] == run]
+    if mine.empty:
+        return False
+    if kind != "ood":
+        return True
+    from decnn_cli.data.corruptions import parse_corruption_spec
+
+    expected = set()
+    for outlier in outliers:
+        if outlier.startswith("corrupt:"):
+            expected |= {f"corrupt:{name}@{severity}" for name, severity in parse_corruption_spec(outlier)}
+        else:
+            expected.add(outlier)
+    return expected <= set(mine["outlier"])
 
 
 def compare_with_paper(rows: list[dict[str, Any]], paper: list[PaperValue]) -> pd.DataFrame:
@@ -344,7 +372,7 @@ def reproduce(
     if dry_run:
         return runs
     todo = [r for r in runs if not r.done]
-    staging = results_dir / recipe.table.name
+    staging = results_dir / "evaluations"
     with progress_bar(disable=not show_progress) as progress:
         overall = progress.add_task(
             f"{recipe.table.name}: runs",
