@@ -130,14 +130,40 @@ _MACHINE_KEYS = {
 }
 
 
+# Method keys that matter only to some methods: a run's folder does not change when a key it ignores does.
+_METHOD_KEYS = {
+    "decnn": {"beta", "compose_with", "compose_target", "compose_weight", "protect_with", "protect_weight"},
+    "redecnn": {
+        "beta",
+        "alpha",
+        "recursion_depth",
+        "compose_with",
+        "compose_target",
+        "compose_weight",
+        "protect_with",
+        "protect_weight",
+    },
+    "dropout": {"dropout"},
+    "mc-dropout": {"dropout"},
+    "bayesnn": {"prior_sigma1", "prior_sigma2", "prior_pi", "posterior_rho_init"},
+    "ensemble": {"ensemble_size", "recursion_depth"},
+}
+_DECODER_KEYS = {"decoder", "decoder_width", "decoder_channels"}
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """A short hash of everything that determines a run's training (not machine-specific keys or eval)."""
+    """A short hash of everything that determines a run's training: not machine-specific keys, not the
+    evaluation settings, not the seed (it is in the folder name) and not keys the method ignores."""
     raw = config_to_dict(cfg)
     raw.pop("eval", None)
     raw.pop("out_dir", None)
     for section, key in (k for k in _MACHINE_KEYS if len(k) == 2):
         raw.get(section, {}).pop(key, None)
     raw["train"].pop("seed", None)
+    relevant = _METHOD_KEYS.get(cfg.method.name, set()) | {"name"}
+    raw["method"] = {k: v for k, v in raw["method"].items() if k in relevant}
+    if cfg.method.name not in ("decnn", "redecnn"):
+        raw["model"] = {k: v for k, v in raw["model"].items() if k not in _DECODER_KEYS}
     return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
 
 
