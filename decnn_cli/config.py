@@ -38,7 +38,9 @@ class DataConfig(_Section):
     split_seed: int = Field(
         0, description="Seed of the train/val split and of --subset; fixed across seeds so test sets agree."
     )
-    batch_size: int = Field(128, ge=1, description="Training batch size.")
+    batch_size: int = Field(
+        128, ge=1, description="Training batch size (when unset: the dataset's default, 32 for the small digits)."
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader workers for datasets read lazily from disk.")
     target: str | None = Field(
         None,
@@ -85,10 +87,18 @@ class ModelConfig(_Section):
 class MethodConfig(_Section):
     name: str = Field("redecnn", description="Method from the registry (`decnn methods` lists them).")
     beta: float = Field(
-        1.0, ge=0.0, description="Weight of the reconstruction term (per-pixel MSE) in Eq. 4 and Eq. 5."
+        100.0,
+        ge=0.0,
+        description="Weight of the reconstruction term in Eq. 4 and Eq. 5. The term is a per-pixel MSE (about "
+        "0.02 once trained), so beta ~100 puts it on the scale of the cross-entropy.",
     )
     alpha: float = Field(
-        0.9, ge=0.0, le=1.0, description="Geometric down-weighting of recursion depth d in Eq. 5 (alpha^d)."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Geometric down-weighting of recursion depth d in Eq. 5 (alpha^d). The paper gives no value; "
+        "at 0.9 the recursive terms (weights summing to ~5x the direct cross-entropy) stalled training of the "
+        "8-layer MLP on MNIST here, at 0.5 they sum to ~1x.",
     )
     recursion_depth: int = Field(8, ge=1, description="Recursion depth D of ReDecNN (the paper: D = L = 8).")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Drop rate of the dropout and mc-dropout methods.")
@@ -131,7 +141,9 @@ class MethodConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1, description="Passes over the training split.")
+    epochs: int = Field(
+        10, ge=1, description="Passes over the training split (when unset: the dataset's default, 20 for digits)."
+    )
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
     schedule: Literal["constant", "cosine"] = Field(
@@ -234,10 +246,22 @@ def build_config(
             merged = _deep_merge(merged, _nest(dotted.split("."), value))
     for text in overrides or []:
         merged = _deep_merge(merged, parse_override(text))
+    merged = _dataset_defaults(merged)
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+
+
+def _dataset_defaults(merged: dict[str, Any]) -> dict[str, Any]:
+    """Fill batch size and epochs the user left unset with the dataset's defaults (saved resolved)."""
+    from decnn_cli.data import DATASETS
+
+    entry = DATASETS.get(merged.get("data", {}).get("name", DataConfig().name))
+    if entry is None:
+        return merged
+    filled = _deep_merge({"data": {"batch_size": entry.batch_size}, "train": {"epochs": entry.epochs}}, merged)
+    return filled
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
