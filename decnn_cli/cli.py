@@ -140,6 +140,8 @@ def train(
             overrides,
         )
         outcome = run_train(cfg, console=err, show_progress=not quiet)
+        if outcome.run_dir is None:  # a non-zero rank of a torchrun job: rank 0 reports
+            return
         shown = {k: v for k, v in outcome.metrics.items() if not isinstance(v, list | dict)}
         out.print(_metrics_table(f"{cfg.method.name} on {cfg.data.name}", shown))
         if "recon_mse_per_layer" in outcome.metrics:

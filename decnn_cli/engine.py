@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +23,10 @@ from rich.progress import (
 from torch import nn
 from torch.utils.data import DataLoader
 
+from decnn_cli import distributed
 from decnn_cli.config import RunConfig, TrainConfig
 from decnn_cli.data.spec import DataSpec
+from decnn_cli.distributed import Distributed
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods import LossContext, MethodSpec, get_method
 
@@ -88,6 +90,7 @@ class EpochRecord:
     val_accuracy: float
     seconds: float
     parts: dict[str, float] = field(default_factory=dict)
+    examples_per_rank: list[int] = field(default_factory=list)
 
 
 def _batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -104,13 +107,17 @@ def fit(
     cfg: TrainConfig,
     device: torch.device,
     progress: Progress | None = None,
-    on_epoch_start=None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    dctx: Distributed | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` with Adam for ``cfg.epochs`` epochs; raise DecnnError at the first non-finite loss.
 
     The inner loop does not synchronise with the device: running sums and the index of the first
-    non-finite step stay on the device and are read every ``cfg.log_every`` steps.
+    non-finite step stay on the device and are read every ``cfg.log_every`` steps. In a multi-process job
+    (``dctx``) the loss runs through DistributedDataParallel and the epoch's sums are reduced over ranks.
     """
+    dctx = dctx or Distributed()
+    step_loss = distributed.wrap(model, method, ctx, dctx, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader)
@@ -134,18 +141,18 @@ def fit(
         part_sums: dict[str, torch.Tensor] = {}
         for i, (x, y) in enumerate(_batches(train_loader, device)):
             with autocast(device, cfg.amp):
-                terms = method.loss(model, x, y, ctx)
+                loss, logits, parts = step_loss(x, y)
             optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step += 1
-            total = terms.total.detach().float()
+            total = loss.detach().float()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total), step, first_bad)
             loss_sum += total * x.shape[0]
-            correct_sum += ctx.task.hits(ctx.task.probs(terms.logits.detach().float()), y).sum()
-            for name, value in terms.parts.items():
+            correct_sum += ctx.task.hits(ctx.task.probs(logits.detach().float()), y).sum()
+            for name, value in parts.items():
                 part_sums[name] = part_sums.get(name, 0.0) + value.float() * x.shape[0]
             seen += x.shape[0]
             last = i + 1 == steps_per_epoch
@@ -155,6 +162,10 @@ def fit(
                     status = f"epoch {epoch} loss {loss_sum.item() / seen:.4f} acc {correct_sum.item() / seen:.3f}"
                     progress.update(task_id, completed=(epoch - 1) * steps_per_epoch + i + 1, status=status)
         val_accuracy = point_accuracy(model, method, val_loader, ctx, device)
+        per_rank = distributed.all_gather_ints(seen, dctx, device)
+        loss_sum = distributed.all_reduce_sum(loss_sum, dctx)
+        correct_sum = distributed.all_reduce_sum(correct_sum, dctx)
+        seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=device), dctx).item())
         history.append(
             EpochRecord(
                 epoch=epoch,
@@ -162,7 +173,8 @@ def fit(
                 train_accuracy=correct_sum.item() / seen,
                 val_accuracy=val_accuracy,
                 seconds=time.perf_counter() - started,
-                parts={k: float(v) / seen for k, v in part_sums.items()},
+                parts={k: float(distributed.all_reduce_sum(v, dctx)) / seen for k, v in part_sums.items()},
+                examples_per_rank=per_rank,
             )
         )
         if progress is not None:

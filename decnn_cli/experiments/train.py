@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import Progress
+from torch.utils.data import DistributedSampler
 
-from decnn_cli import engine, metrics, plots
+from decnn_cli import distributed, engine, metrics, plots
 from decnn_cli.config import RunConfig, dump_toml
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
@@ -25,7 +26,9 @@ DECODING_ROWS = 8
 
 @dataclass
 class TrainOutcome:
-    run_dir: Path
+    """The finished run folder and its metrics (None and empty on the non-zero ranks of a multi-process job)."""
+
+    run_dir: Path | None
     metrics: dict[str, Any]
 
 
@@ -43,7 +46,25 @@ def train(
     when everything is written. ``progress`` is a display to add bars to (else one is opened).
     """
     console = console or Console(stderr=True)
-    device = engine.resolve_device(cfg.train.device)
+    resolved = engine.resolve_device(cfg.train.device)
+    dctx = distributed.setup(resolved)
+    try:
+        return _train(
+            cfg, console, show_progress, progress, name, dctx, distributed.device_for(cfg.train.device, dctx, resolved)
+        )
+    finally:
+        distributed.teardown(dctx)
+
+
+def _train(
+    cfg: RunConfig,
+    console: Console,
+    show_progress: bool,
+    progress: Progress | None,
+    name: str | None,
+    dctx: distributed.Distributed,
+    device: torch.device,
+) -> TrainOutcome:
     engine.seed_everything(cfg.train.seed)
     splits = load_splits(cfg.data)
     method = get_method(cfg.method.name)
@@ -53,17 +74,32 @@ def train(
     from decnn_cli.composition import attach_pretrained_terms
 
     attach_pretrained_terms(ctx, cfg, splits.spec, device)
+    sampler = None
+    if dctx.enabled:
+        sampler = DistributedSampler(splits.train, dctx.world_size, dctx.rank, shuffle=True, seed=cfg.train.seed)
+        torch.manual_seed(cfg.train.seed + dctx.rank)  # same initial weights (DDP broadcasts rank 0's), own paths
     train_loader = make_loader(
-        splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, num_workers=cfg.data.num_workers
+        splits.train,
+        distributed.shard_batch_size(cfg.data.batch_size, dctx),
+        shuffle=True,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
+        sampler=sampler,
     )
+    on_epoch_start = sampler.set_epoch if sampler is not None else None
     val_loader = make_loader(splits.val, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
 
+    if not dctx.is_main:  # other ranks only train; rank 0 evaluates and writes the run folder
+        engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, None, on_epoch_start, dctx)
+        return TrainOutcome(None, {})
     with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
         write_text_atomic(run.path / "config.toml", dump_toml(cfg))
         started = time.perf_counter()
         with engine.progress_or_new(progress, show_progress) as bar:
-            history = engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, bar)
+            history = engine.fit(
+                model, method, ctx, train_loader, val_loader, cfg.train, device, bar, on_epoch_start, dctx
+            )
             train_seconds = time.perf_counter() - started
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
             pred = predict(model, method, test_loader, cfg.method, samples, task, device, bar, "test")
@@ -74,6 +110,7 @@ def train(
             "seed": cfg.train.seed,
             "epochs": cfg.train.epochs,
             "device": str(device),
+            "world_size": dctx.world_size,
             "parameters": engine.count_parameters(model),
             "train_examples": len(splits.train),
             "test_examples": len(splits.test),
