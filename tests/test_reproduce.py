@@ -132,3 +132,19 @@ def test_smoke_recipe_runs_every_stage_end_to_end(tmp_path: Path):
     assert {"calibration", "attack"} <= set(measured["kind"])
     md = (tmp_path / "results" / "smoke.md").read_text()
     assert "paper Table 1a" in md and "97.10" in md
+
+
+def test_run_locks_keep_two_reproduce_processes_apart(tmp_path: Path):
+    import os
+
+    from decnn_cli.experiments.reproduce import _claim, _lock, _release
+
+    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
+    assert _claim(folder)
+    assert _lock(folder).read_text() == str(os.getpid())
+    _lock(folder).write_text("1")  # held by a live process (pid 1)
+    assert not _claim(folder)
+    _lock(folder).write_text("999999999")  # held by a process that no longer exists: stale
+    assert _claim(folder)
+    _release(folder)
+    assert not _lock(folder).exists()

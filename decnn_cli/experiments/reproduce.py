@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -406,12 +408,22 @@ def reproduce(
             completed=len(runs) - len(todo),
             status=f"{len(runs) - len(todo)} already finished",
         )
-        for run in todo:
+        while todo:
+            run = next((r for r in todo if not r.done and _claim(r.folder)), None)
+            if run is None:  # the rest are being trained by another `decnn reproduce`: wait for them
+                todo = [r for r in todo if not r.done]
+                if todo:
+                    time.sleep(10)
+                continue
             progress.update(overall, status=f"{run.dataset} {run.model} seed {run.seed}")
-            if run.folder.exists():  # left behind unfinished (no metrics.json): train it again from scratch
-                shutil.rmtree(run.folder)
-            train(run.cfg, console, progress=progress, name=run.folder.name)
-            progress.advance(overall)
+            try:
+                if run.folder.exists():  # left behind unfinished (no metrics.json): train it again from scratch
+                    shutil.rmtree(run.folder)
+                train(run.cfg, console, progress=progress, name=run.folder.name)
+            finally:
+                _release(run.folder)
+            todo = [r for r in todo if r is not run and not r.done]
+            progress.update(overall, completed=sum(r.done for r in runs))
         evaluations = progress.add_task(f"{recipe.table.name}: evaluations", total=len(recipe.evaluations), status="")
         rows: list[dict[str, Any]] = []
         for evaluation in recipe.evaluations:
@@ -423,6 +435,33 @@ def reproduce(
     write_text_atomic(results_dir / f"{recipe.table.name}.csv", comparison.to_csv(index=False))
     write_text_atomic(results_dir / f"{recipe.table.name}.md", comparison_markdown(recipe, comparison))
     return comparison
+
+
+def _lock(folder: Path) -> Path:
+    return folder.parent / f".lock-{folder.name}"
+
+
+def _claim(folder: Path) -> bool:
+    """Take the run for this process (a lock file holding our pid); False if another live process holds it."""
+    lock = _lock(folder)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text() or "0")
+            os.kill(pid, 0)
+            return False  # alive: someone else is training it
+        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+            lock.unlink(missing_ok=True)  # stale lock of a killed process
+            return _claim(folder)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def _release(folder: Path) -> None:
+    _lock(folder).unlink(missing_ok=True)
 
 
 def dry_run_lines(runs: list[PlannedRun]) -> list[str]:
