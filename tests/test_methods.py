@@ -47,7 +47,7 @@ def test_method_trains_one_step_and_outputs_are_well_formed(name: str):
     if method.uses_decoder:
         _, hidden = model(x)
         assert len(hidden) == cfg.model.depth
-        decoded = model.decoder.decode_all(hidden)
+        decoded = model.decoder.decode_all(hidden).detach()
         assert decoded.shape == (cfg.model.depth, 6, 1, 28, 28)
         assert float(decoded.min()) >= 0.0 and float(decoded.max()) <= 1.0
 
@@ -104,3 +104,33 @@ def test_unknown_method_lists_valid_names():
 
     with pytest.raises(DecnnError, match="unknown method 'recnn'.*redecnn"):
         get_method("recnn")
+
+
+@pytest.mark.parametrize("name", ["decnn", "redecnn"])
+def test_cnn_variant_decodes_blocks_of_different_shapes_through_adapters(name: str):
+    cfg, method, model, ctx, x, y = _setup(name, ["model.arch=cnn", "model.cnn_channels=4"])
+    _, hidden = model(x)
+    shapes = {tuple(h.shape[1:]) for h in hidden}
+    assert len(shapes) > 1  # blocks differ in shape, so one decoder needs per-layer adapters
+    assert model.decoder.adapters is not None and len(model.decoder.adapters) == len(hidden)
+    terms = method.loss(model, x, y, ctx)
+    terms.total.backward()
+    assert torch.isfinite(terms.total)
+    assert all(p.grad is not None for p in model.decoder.adapters.parameters())
+    with torch.no_grad():
+        decoded = model.decoder.decode_all(hidden)
+        chosen = model.decoder.decode_selected(hidden, torch.tensor([0, 3, 1, 2, 3, 0]))
+    assert decoded.shape == (4, 6, 1, 28, 28)
+    assert torch.allclose(chosen, decoded[torch.tensor([0, 3, 1, 2, 3, 0]), torch.arange(6)], atol=1e-5)
+
+
+def test_resnet_decoder_reconstructs_input_shaped_images():
+    cfg, method, model, ctx, x, y = _setup("decnn", ["model.decoder=resnet", "model.decoder_channels=4"])
+    _, hidden = model(x)
+    decoded = model.decoder.decode_all(hidden).detach()
+    assert decoded.shape == (4, 6, 1, 28, 28) and float(decoded.min()) >= 0 and float(decoded.max()) <= 1
+    spec = DataSpec("rgb", (3, 64, 64), 2, "multiclass", ("a", "b"), (0.5,) * 3, (0.5,) * 3)
+    cfg = build_config(overrides=["method.name=decnn", "model.decoder=resnet", "model.decoder_channels=4", *SMALL])
+    model = get_method("decnn").build(cfg, spec)
+    _, hidden = model(torch.rand(2, 3, 64, 64))
+    assert model.decoder.decode_all(hidden).shape == (4, 2, 3, 64, 64)
