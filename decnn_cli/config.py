@@ -152,7 +152,12 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     log_every: int = Field(25, ge=1, description="Steps between progress-bar refreshes (each one syncs).")
-    compile: bool = Field(False, description="Wrap the classifier and decoder in torch.compile.")
+    compile: bool = Field(
+        False, description="Compile the classifier's and the decoder's forward with torch.compile (in place)."
+    )
+    channels_last: bool = Field(
+        False, description="Convolutional models (CNN, ResNet decoder) in channels_last memory format on CUDA."
+    )
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
 
 

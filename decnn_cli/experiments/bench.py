@@ -104,7 +104,7 @@ def prepare(
     cfg = build_config(overrides=[f"method.name={name}", f"model.decoder={decoder}", *overrides])
     method = get_method(name)
     engine.seed_everything(0)
-    model = method.build(cfg, spec).to(device)
+    model = engine.accelerate(method.build(cfg, spec).to(device), cfg.train, device)
     ctx = LossContext(cfg.method, TaskHead("multiclass"), num_train=60000)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.rand(batch, *spec.in_shape, device=device)

@@ -69,7 +69,7 @@ def _train(
     splits = load_splits(cfg.data)
     method = get_method(cfg.method.name)
     task = TaskHead(splits.spec.task)
-    model = method.build(cfg, splits.spec).to(device)
+    model = engine.accelerate(method.build(cfg, splits.spec).to(device), cfg.train, device)
     ctx = LossContext(cfg.method, task, num_train=len(splits.train))
     from decnn_cli.composition import attach_pretrained_terms
 
