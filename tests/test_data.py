@@ -155,3 +155,29 @@ def test_real_idx_files_load_with_official_sizes(name: str):
     assert len(splits.train) + len(splits.val) == 60000
     assert len(splits.test) == 10000
     assert splits.spec.mean[0] == pytest.approx(0.13 if name == "mnist" else 0.286, abs=0.01)
+
+
+@requires_real_data
+def test_real_mnist_trains_and_fashion_scores_as_more_uncertain(tmp_path: Path):
+    from decnn_cli.config import build_config
+    from decnn_cli.experiments.ood import evaluate_ood
+    from decnn_cli.experiments.train import train
+
+    cfg = build_config(
+        overrides=[
+            "data.name=mnist",
+            f"data.root={REAL_DATA_ROOT}",
+            "data.subset=3000",
+            "method.name=redecnn",
+            "train.epochs=6",
+            "data.batch_size=64",
+            "model.depth=4",
+            "method.recursion_depth=4",
+            "eval.samples=8",
+            f"out_dir={tmp_path}",
+        ]
+    )
+    run = train(cfg, show_progress=False)
+    assert run.metrics["test_accuracy"] > 85.0
+    rows = evaluate_ood([run.run_dir], ["fashion"], tmp_path / "results", limit=500, show_progress=False)
+    assert rows[0]["auroc_predictive_entropy"] > 0.6  # clothing is more uncertain than digits
