@@ -259,7 +259,9 @@ def fairness(
         str | None, typer.Option("--protected", help="Protected attribute (CelebA, e.g. Bald); colour for colored-*.")
     ] = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "fairness",
-    probe_examples: Annotated[int, typer.Option("--probe-examples", help="Training examples for the probe.")] = 5000,
+    probe_examples: Annotated[
+        int, typer.Option("--probe-examples", help="Test examples in each half (fit / score) of the probe.")
+    ] = 5000,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     results: ResultsOpt = Path("results"),
