@@ -122,12 +122,15 @@ class PlannedRun:
         return f"{self.method} ({self.variant})"
 
 
+# Keys that say where a run goes, not what it learns: they do not change a run's folder. (train.compile is
+# kept in the hash: compiled kernels may round differently.)
 _MACHINE_KEYS = {
     ("data", "root"),
     ("data", "num_workers"),
     ("data", "download"),
     ("train", "device"),
     ("train", "log_every"),
+    ("train", "channels_last"),
     ("out_dir",),
 }
 
