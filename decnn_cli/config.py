@@ -187,8 +187,18 @@ def _format_validation_error(err: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "config"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key; check its spelling against `decnn config --help` or the recipe docs"
+        message = f"unknown key; valid keys here: {_valid_keys(first['loc'][:-1])}"
     return f"invalid configuration at {where}: {message}"
+
+
+def _valid_keys(location: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in location:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            break
+        model = field.annotation
+    return sorted(model.model_fields)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from decnn_cli.config import MethodConfig, RunConfig
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods.base import LossContext, LossTerms
-from decnn_cli.models import LogitsOnly, Network
+from decnn_cli.models import Network
 from decnn_cli.models.bayesian import ScaleMixturePrior, total_kl, use_posterior_mean
 from decnn_cli.models.classifiers import bayesian_mlp
 
@@ -54,5 +54,3 @@ class PosteriorMean(nn.Module):
 def point(model: Network) -> nn.Module:
     return PosteriorMean(model)
 
-
-__all__ = ["LogitsOnly", "build", "loss", "point", "sample"]
