@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from decnn_cli.config import MethodConfig
 from decnn_cli.data.spec import Task
 from decnn_cli.methods import MethodSpec
+from decnn_cli.results import save_npz_atomic
 from decnn_cli.tasks import TaskHead
 
 
@@ -50,9 +51,8 @@ class Predictions:
         return self.votes.shape[0]
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(
-            tmp,
+        save_npz_atomic(
+            path,
             task=self.task,
             labels=self.labels,
             point_probs=self.point_probs,
@@ -60,7 +60,6 @@ class Predictions:
             votes=self.votes,
             predictive=self.predictive,
         )
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Predictions:

@@ -11,8 +11,8 @@ from rich.progress import Progress
 from decnn_cli import metrics, plots
 from decnn_cli.engine import progress_or_new
 from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
-from decnn_cli.results import write_tables
-from decnn_cli.uncertainty import SCORES, decision_scores
+from decnn_cli.results import save_npz_atomic, write_tables
+from decnn_cli.uncertainty import SCORES, Predictions, decision_scores
 
 TABLE_SECTIONS = [
     ("accuracy", "Accuracy (%) on the test split (Table 1a)", 2),
@@ -84,10 +84,9 @@ def evaluate_calibration(
     return rows
 
 
-def _save_example_level(path: Path, pred, scores: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(
-        tmp,
+def _save_example_level(path: Path, pred: Predictions, scores: dict[str, np.ndarray]) -> None:
+    save_npz_atomic(
+        path,
         labels=pred.labels,
         probs=pred.probs,
         point_probs=pred.point_probs,
@@ -95,4 +94,3 @@ def _save_example_level(path: Path, pred, scores: dict[str, np.ndarray]) -> None
         votes=pred.votes,
         **{f"score_{k}": v for k, v in scores.items()},
     )
-    tmp.replace(path)

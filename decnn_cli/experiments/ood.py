@@ -18,7 +18,7 @@ from decnn_cli import metrics, plots
 from decnn_cli.data.outliers import build_outliers
 from decnn_cli.engine import progress_or_new
 from decnn_cli.experiments.common import Run, load_run, predict_split, resolve_runs, test_splits
-from decnn_cli.results import write_tables
+from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, uncertainty_scores
 
 SECTIONS = [
@@ -137,11 +137,11 @@ def evaluate_ood(
 
 def _save(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
     slug = name.replace(":", "-").replace("@", "-")
-    tmp = run.path / f".ood_{slug}.tmp.npz"
-    np.savez_compressed(
-        tmp, **{f"inlier_{k}": v for k, v in neg.items()}, **{f"outlier_{k}": v for k, v in pos.items()}
+    save_npz_atomic(
+        run.path / f"ood_{slug}.npz",
+        **{f"inlier_{k}": v for k, v in neg.items()},
+        **{f"outlier_{k}": v for k, v in pos.items()},
     )
-    tmp.replace(run.path / f"ood_{slug}.npz")
     curves = {}
     for score in SCORES:
         fpr, tpr = roc_points(neg[score], pos[score])

@@ -53,4 +53,3 @@ class PosteriorMean(nn.Module):
 
 def point(model: Network) -> nn.Module:
     return PosteriorMean(model)
-
