@@ -394,6 +394,27 @@ def reproduce(
     _guard(action)
 
 
+@app.command()
+def figures(
+    runs: RunsArg,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("results/figures"),
+    inputs: Annotated[int, typer.Option("--inputs", help="Test inputs per figure.")] = 6,
+    layer: Annotated[list[int] | None, typer.Option("--layer", help="Layers to decode (1-based, repeatable).")] = None,
+    samples: SamplesOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Decoded activations through the network (Fig. 1a / 2) and the least and most uncertain test inputs."""
+
+    def action() -> None:
+        from decnn_cli.experiments.figures import make_figures
+
+        for path in make_figures(runs, out_dir, inputs, layer, samples, data_root, device or "auto"):
+            out.print(f"wrote {path}")
+
+    _guard(action)
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods."""

@@ -83,3 +83,48 @@ def _save(fig, path: Path) -> None:
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(path)
+
+
+def save_reliability_grid(panels: dict[str, dict], path: Path) -> None:
+    """One reliability diagram per panel title (e.g. 'mnist: redecnn'), side by side in one PNG."""
+    plt = _pyplot()
+    n = len(panels)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), dpi=110, squeeze=False)
+    for ax, (title, bins) in zip(axes.flat, panels.items(), strict=False):
+        edges = bins["edges"]
+        filled = bins["count"] > 0
+        ax.bar(
+            edges[:-1][filled],
+            bins["accuracy"][filled],
+            width=edges[1] - edges[0],
+            align="edge",
+            edgecolor="black",
+            color="#4c72b0",
+        )
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=title, xlabel="confidence", ylabel="accuracy")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    _save(fig, path)
+
+
+@torch.no_grad()
+def save_layer_decodings(model: torch.nn.Module, x: torch.Tensor, layers: list[int], path: Path) -> None:
+    """Fig. 2 style: one row per input, the input then the decodings of the chosen layers (1-based)."""
+    model.eval()
+    _, hidden = model(x)
+    decoded = model.decoder.decode_all(hidden).float()[[layer - 1 for layer in layers]]  # (len(layers), R, ...)
+    rows = torch.cat([x.unsqueeze(0).float(), decoded], dim=0).transpose(0, 1)
+    tmp = path.with_name(f".{path.name}")
+    save_image(rows.flatten(0, 1).cpu(), tmp, nrow=rows.shape[1], padding=2, pad_value=1.0, format="png")
+    tmp.replace(path)
+
+
+def save_image_rows(rows: list[torch.Tensor], path: Path) -> None:
+    """Rows of images (each (K, C, H, W), equal K) as one grid PNG."""
+    grid = torch.cat(rows, dim=0).float().cpu()
+    tmp = path.with_name(f".{path.name}")
+    save_image(grid, tmp, nrow=rows[0].shape[0], padding=2, pad_value=1.0, format="png")
+    tmp.replace(path)

@@ -54,6 +54,7 @@ def test_eval_calibration_writes_rows_tables_and_pictures(runner, tiny_runs, tmp
     markdown = (results / "calibration.md").read_text()
     assert "Table 1b" in markdown and "| redecnn |" in markdown
     assert (tiny_runs["redecnn"] / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "calibration_reliability.png").read_bytes()[:4] == b"\x89PNG"  # next to the tables
     saved = np.load(tiny_runs["redecnn"] / "calibration.npz")
     assert saved["votes"].shape == (4, len(saved["labels"]))
     # Re-running replaces the rows of the same runs instead of appending duplicates.
@@ -94,6 +95,7 @@ def test_eval_ood_against_another_dataset_and_patches(runner, tiny_runs, tmp_pat
     assert frame["auroc_vote_entropy"].between(0, 1).all()
     assert (frame["outliers"] == 20).all()
     assert (tiny_runs["redecnn"] / "roc_patches.png").exists()
+    assert (results / "ood_roc_mnist_patches.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_eval_ood_corruptions_report_mean_and_stdev(tiny_runs, tmp_path: Path):
@@ -185,3 +187,31 @@ def test_broken_run_folders_are_clear_errors(runner, tiny_runs, tmp_path: Path):
     torch.save(payload, other / "model.pt")
     result = runner.invoke(app, ["eval-calibration", str(other), "--results", str(tmp_path)])
     assert result.exit_code == 1 and "not written by this version" in result.output
+
+
+def test_figures_decode_chosen_layers_and_sort_inputs_by_uncertainty(runner, tiny_runs, tmp_path: Path):
+    from torchvision.io import decode_image
+
+    result = runner.invoke(
+        app,
+        [
+            "figures",
+            str(tiny_runs["redecnn"]),
+            str(tiny_runs["standard"]),
+            "--out",
+            str(tmp_path),
+            "--inputs",
+            "3",
+            "--layer",
+            "1",
+            "--layer",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    decodings = decode_image(str(tmp_path / f"{tiny_runs['redecnn'].name}_decodings.png"))
+    assert decodings.shape[1:] == (3 * 30 + 2, 3 * 30 + 2)  # 3 inputs x (input + 2 layers), 28 px + 2 px padding
+    assert (tmp_path / f"{tiny_runs['standard'].name}_uncertainty.png").exists()
+    assert not (tmp_path / f"{tiny_runs['standard'].name}_decodings.png").exists()  # no decoder to show
+    bad = runner.invoke(app, ["figures", str(tiny_runs["redecnn"]), "--out", str(tmp_path), "--layer", "9"])
+    assert bad.exit_code == 1 and "--layer must lie in 1..3" in bad.output

@@ -21,7 +21,7 @@ from decnn_cli import metrics
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
-from decnn_cli.experiments.ood import _save, separation_row
+from decnn_cli.experiments.ood import save_pooled_roc_curves, save_run_scores, separation_row
 from decnn_cli.results import write_tables
 from decnn_cli.uncertainty import uncertainty_scores
 
@@ -66,6 +66,7 @@ def evaluate_attack(
 ) -> list[dict[str, Any]]:
     """Attack every run on (the first ``limit`` of) its test split; merge rows into ``results/<table>``."""
     rows = []
+    pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
@@ -94,7 +95,10 @@ def evaluate_attack(
                     **separation_row(neg, pos),
                 }
             )
-            _save(run, f"{attack}-eps{eps:g}", neg, pos)
+            save_run_scores(run, f"{attack}-eps{eps:g}", neg, pos)
+            curves = pooled.setdefault((run.cfg.data.name, f"{attack}@{eps:g}"), {})
+            curves.setdefault(rows[-1]["model"], []).append((neg["vote_entropy"], pos["vote_entropy"]))
+    save_pooled_roc_curves(pooled, results_dir, table)
     write_tables(
         results_dir,
         table,

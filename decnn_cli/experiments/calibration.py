@@ -38,9 +38,11 @@ def evaluate_calibration(
     """Evaluate each run on its test split and merge one row per run into ``results/<table>.{csv,md}``.
 
     Each run folder also receives ``calibration.npz`` (labels, predictive and sampled probabilities, votes
-    and every uncertainty score per example) and ``reliability.png``.
+    and every uncertainty score per example) and ``reliability.png``; ``results/<table>_reliability.png``
+    shows one diagram per dataset and model, seeds pooled.
     """
     rows = []
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray, str, int]]] = {}
     with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
@@ -64,12 +66,19 @@ def evaluate_calibration(
                     probs, pred.labels, pred.task, scores[name]
                 )
             rows.append(row)
+            pooled.setdefault(f"{row['dataset']}: {row['model']}", []).append((probs, pred.labels, pred.task, bins))
             _save_example_level(path / "calibration.npz", pred, scores)
             plots.save_reliability_diagram(
                 metrics.reliability_bins(probs, pred.labels, pred.task, bins),
                 f"{run.cfg.method.name} on {run.cfg.data.name}: ECE {row['ece']:.2f}%",
                 path / "reliability.png",
             )
+    panels = {}
+    for title, parts in sorted(pooled.items()):
+        probs, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        panels[title] = metrics.reliability_bins(probs, labels, parts[0][2], parts[0][3])
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plots.save_reliability_grid(panels, results_dir / f"{table}_reliability.png")
     write_tables(
         results_dir,
         table,

@@ -84,6 +84,7 @@ def evaluate_ood(
     ``roc_<outlier>.png``. ``limit`` caps the inlier and each outlier set (the first ``limit`` examples).
     """
     rows: list[dict[str, Any]] = []
+    pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(progress, show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, device)
@@ -110,7 +111,9 @@ def evaluate_ood(
                         **separation_row(neg, pos),
                     }
                     run_rows.append(row)
-                    _save(run, oset.name, neg, pos)
+                    save_run_scores(run, oset.name, neg, pos)
+                    curves = pooled.setdefault((run.cfg.data.name, oset.name), {})
+                    curves.setdefault(row["model"], []).append((neg["vote_entropy"], pos["vote_entropy"]))
             rows += run_rows + corruption_summary(run_rows, run.identity())
             if any(o.startswith("corrupt:") for o in outliers):
                 from decnn_cli.data.corruptions import corruption_sheet
@@ -120,6 +123,7 @@ def evaluate_ood(
                 corruption_sheet(
                     images_of(splits.test, 1)[0], results_dir / f"{table}_corruptions_{run.cfg.data.name}.png"
                 )
+    save_pooled_roc_curves(pooled, results_dir, table)
     write_tables(
         results_dir,
         table,
@@ -135,7 +139,20 @@ def evaluate_ood(
     return rows
 
 
-def _save(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
+def save_pooled_roc_curves(pooled: dict[tuple[str, str], dict[str, list]], results_dir: Path, table: str) -> None:
+    """``results/<table>_roc_<dataset>_<outlier>.png``: one vote-entropy ROC curve per model, seeds pooled."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for (dataset, outlier), by_model in pooled.items():
+        curves = {}
+        for model, pairs in sorted(by_model.items()):
+            neg, pos = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+            fpr, tpr = roc_points(neg, pos)
+            curves[model] = (fpr, tpr, metrics.auroc(neg, pos))
+        slug = f"{dataset}_{outlier}".replace(":", "-").replace("@", "-")
+        plots.save_roc_curves(curves, f"{dataset} vs {outlier} (vote entropy)", results_dir / f"{table}_roc_{slug}.png")
+
+
+def save_run_scores(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
     slug = name.replace(":", "-").replace("@", "-")
     save_npz_atomic(
         run.path / f"ood_{slug}.npz",

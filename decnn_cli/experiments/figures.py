@@ -1,0 +1,54 @@
+"""``decnn figures``: decoded activations through the network (Fig. 1a, Fig. 2) and the test inputs a run is
+most and least uncertain about (the paper's Appendix A.5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from decnn_cli import plots
+from decnn_cli.data.outliers import images_of
+from decnn_cli.errors import DecnnError
+from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.uncertainty import uncertainty_scores
+
+
+def make_figures(
+    run_paths: list[Path],
+    out_dir: Path = Path("results/figures"),
+    inputs: int = 6,
+    layers: list[int] | None = None,
+    samples: int | None = None,
+    data_root: Path | None = None,
+    device: str = "auto",
+) -> list[Path]:
+    """For every run: ``<run>_decodings.png`` (inputs, then the decodings of ``layers``; default every second
+    layer, as in Fig. 2) for decodable methods, and ``<run>_uncertainty.png`` (top row: the ``inputs`` test
+    inputs with the lowest vote entropy; bottom row: the highest)."""
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in resolve_runs(run_paths):
+        run = load_run(path, device)
+        test = test_splits(run, data_root).test
+        if run.method.uses_decoder:
+            depth = len(run.model.decoder.adapters) if run.model.decoder.adapters is not None else run.cfg.model.depth
+            chosen = layers or list(range(2, depth + 1, 2)) or [1]
+            if max(chosen) > depth or min(chosen) < 1:
+                raise DecnnError(f"--layer must lie in 1..{depth} for run {path.name}")
+            x = images_of(test, inputs).to(run.device)
+            target = out_dir / f"{path.name}_decodings.png"
+            plots.save_layer_decodings(run.model, x, chosen, target)
+            written.append(target)
+        limit = min(len(test), 2000)
+        subset = torch.utils.data.Subset(test, range(limit))
+        pred = predict_split(run, subset, samples or run.cfg.eval.samples, None, "")
+        score = uncertainty_scores(pred)["vote_entropy" if pred.num_samples > 1 else "predictive_entropy"]
+        order = np.argsort(score, kind="stable")
+        images = images_of(subset)
+        rows = [images[torch.as_tensor(order[:inputs])], images[torch.as_tensor(order[::-1][:inputs].copy())]]
+        target = out_dir / f"{path.name}_uncertainty.png"
+        plots.save_image_rows(rows, target)
+        written.append(target)
+    return written
