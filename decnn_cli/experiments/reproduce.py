@@ -195,7 +195,17 @@ def plan(
                         # Named by what determines the run (not by the variant's label), so recipes share runs.
                         folder = cfg.out_dir / f"{dataset}__{method}__{config_hash(cfg)}__seed{seed}"
                         runs.append(
-                            PlannedRun(stage.name, dataset, method, variant.label, seed, cfg, folder, stage.in_table)
+                            PlannedRun(
+                                stage.name,
+                                dataset,
+                                method,
+                                variant.label,
+                                seed,
+                                cfg,
+                                folder,
+                                stage.in_table,
+                                variant.show,
+                            )
                         )
     return runs
 
