@@ -96,6 +96,8 @@ def progress_bar(disable: bool = False) -> Progress:
 
 @dataclass
 class EpochRecord:
+    """One epoch's training metrics (summed over ranks); ``seconds`` includes the validation pass."""
+
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -193,6 +195,8 @@ def fit(
             progress.update(
                 task_id, status=f"epoch {epoch} loss {history[-1].train_loss:.4f} val acc {val_accuracy:.3f}"
             )
+    if progress is not None:
+        progress.remove_task(task_id)  # one overall display (decnn reproduce) keeps only live bars
     return history
 
 
