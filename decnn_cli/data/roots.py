@@ -14,6 +14,8 @@ ENV_VAR = "DECNN_DATA_ROOT"
 def resolve_root(cfg: DataConfig, folder_hint: str) -> Path:
     """The data root for ``cfg``; ``folder_hint`` says what the root must hold, for the error message."""
     root = cfg.root or (Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None)
+    if root is None and cfg.download:
+        root = Path("data")  # --download without a root: fetch into ./data
     if root is None:
         raise DecnnError(
             f"dataset {cfg.name!r} needs a data root holding {folder_hint}: pass --data-root DIR "
