@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
 
 @torch.no_grad()
@@ -16,11 +15,7 @@ def save_decodings(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     """
     model.eval()
     _, hidden = model(x)
-    decoded = model.decoder.decode_all(hidden).float()  # (L, R, C, H, W)
-    rows = torch.cat([x.unsqueeze(0), decoded], dim=0).transpose(0, 1)  # (R, 1 + L, C, H, W)
-    tmp = path.with_name(f".{path.name}")
-    save_image(rows.flatten(0, 1).cpu(), tmp, nrow=rows.shape[1], padding=2, pad_value=1.0, format="png")
-    tmp.replace(path)
+    save_layer_decodings(model, x, list(range(1, len(hidden) + 1)), path)
 
 
 def _pyplot():
@@ -110,21 +105,43 @@ def save_reliability_grid(panels: dict[str, dict], path: Path) -> None:
     _save(fig, path)
 
 
+def save_image_grid(
+    grid: torch.Tensor,
+    path: Path,
+    column_titles: list[str] | None = None,
+    row_titles: list[str] | None = None,
+    captions: list[list[str]] | None = None,
+) -> None:
+    """A labelled grid of images: ``grid`` is (R, K, C, H, W) in [0, 1]; titles above the columns, on the left
+    of the rows, and an optional caption under every cell."""
+    plt = _pyplot()
+    images = grid.detach().float().clamp(0, 1).cpu()
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.6, 1.45 * rows + 0.3), dpi=110, squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            image = images[r, c]
+            if image.shape[0] == 1:
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(image.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and column_titles:
+                ax.set_title(column_titles[c], fontsize=8)
+            if c == 0 and row_titles:
+                ax.set_ylabel(row_titles[r], fontsize=8)
+            if captions:
+                ax.set_xlabel(captions[r][c], fontsize=7)
+    _save(fig, path)
+
+
 @torch.no_grad()
 def save_layer_decodings(model: torch.nn.Module, x: torch.Tensor, layers: list[int], path: Path) -> None:
-    """Fig. 2 style: one row per input, the input then the decodings of the chosen layers (1-based)."""
+    """Fig. 2 style: one row per input, the input then the decodings g(h_l) of the chosen layers (1-based)."""
     model.eval()
     _, hidden = model(x)
     decoded = model.decoder.decode_all(hidden).float()[[layer - 1 for layer in layers]]  # (len(layers), R, ...)
-    rows = torch.cat([x.unsqueeze(0).float(), decoded], dim=0).transpose(0, 1)
-    tmp = path.with_name(f".{path.name}")
-    save_image(rows.flatten(0, 1).cpu(), tmp, nrow=rows.shape[1], padding=2, pad_value=1.0, format="png")
-    tmp.replace(path)
-
-
-def save_image_rows(rows: list[torch.Tensor], path: Path) -> None:
-    """Rows of images (each (K, C, H, W), equal K) as one grid PNG."""
-    grid = torch.cat(rows, dim=0).float().cpu()
-    tmp = path.with_name(f".{path.name}")
-    save_image(grid, tmp, nrow=rows[0].shape[0], padding=2, pad_value=1.0, format="png")
-    tmp.replace(path)
+    grid = torch.cat([x.unsqueeze(0).float(), decoded], dim=0).transpose(0, 1)
+    save_image_grid(grid, path, column_titles=["input"] + [f"g(h_{layer})" for layer in layers])

@@ -189,9 +189,17 @@ def test_broken_run_folders_are_clear_errors(runner, tiny_runs, tmp_path: Path):
     assert result.exit_code == 1 and "not written by this version" in result.output
 
 
-def test_figures_decode_chosen_layers_and_sort_inputs_by_uncertainty(runner, tiny_runs, tmp_path: Path):
-    from torchvision.io import decode_image
+def test_figures_decode_chosen_layers_and_sort_inputs_by_uncertainty(runner, tiny_runs, tmp_path: Path, monkeypatch):
+    from decnn_cli import plots
 
+    drawn = {}
+    real_grid = plots.save_image_grid
+
+    def recording_grid(grid, path, **labels):
+        drawn[Path(path).name] = (tuple(grid.shape), labels)
+        real_grid(grid, path, **labels)
+
+    monkeypatch.setattr(plots, "save_image_grid", recording_grid)
     result = runner.invoke(
         app,
         [
@@ -209,8 +217,14 @@ def test_figures_decode_chosen_layers_and_sort_inputs_by_uncertainty(runner, tin
         ],
     )
     assert result.exit_code == 0, result.output
-    decodings = decode_image(str(tmp_path / f"{tiny_runs['redecnn'].name}_decodings.png"))
-    assert decodings.shape[1:] == (3 * 30 + 2, 3 * 30 + 2)  # 3 inputs x (input + 2 layers), 28 px + 2 px padding
+    shape, labels = drawn[f"{tiny_runs['redecnn'].name}_decodings.png"]
+    assert shape == (3, 3, 1, 28, 28)  # 3 inputs x (input + 2 chosen layers)
+    assert labels["column_titles"] == ["input", "g(h_1)", "g(h_3)"]
+    assert (tmp_path / f"{tiny_runs['redecnn'].name}_decodings.png").stat().st_size > 0
+    shape, labels = drawn[f"{tiny_runs['redecnn'].name}_uncertainty.png"]
+    assert shape[:2] == (2, 3)
+    low, high = ([float(c.split("\n")[-1]) for c in row] for row in labels["captions"])
+    assert max(low) <= min(high)  # top row: the least uncertain inputs; bottom row: the most
     assert (tmp_path / f"{tiny_runs['standard'].name}_uncertainty.png").exists()
     assert not (tmp_path / f"{tiny_runs['standard'].name}_decodings.png").exists()  # no decoder to show
     bad = runner.invoke(app, ["figures", str(tiny_runs["redecnn"]), "--out", str(tmp_path), "--layer", "9"])

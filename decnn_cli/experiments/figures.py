@@ -44,11 +44,20 @@ def make_figures(
         limit = min(len(test), 2000)
         subset = torch.utils.data.Subset(test, range(limit))
         pred = predict_split(run, subset, samples or run.cfg.eval.samples, None, "")
-        score = uncertainty_scores(pred)["vote_entropy" if pred.num_samples > 1 else "predictive_entropy"]
+        name = "vote_entropy" if pred.num_samples > 1 else "predictive_entropy"
+        score = uncertainty_scores(pred)[name]
         order = np.argsort(score, kind="stable")
+        picks = [order[:inputs], order[::-1][:inputs].copy()]
         images = images_of(subset)
-        rows = [images[torch.as_tensor(order[:inputs])], images[torch.as_tensor(order[::-1][:inputs].copy())]]
+        if pred.labels.ndim == 1:  # single-label: show label, prediction and score under each input
+            predicted = pred.probs.argmax(-1)
+            captions = [
+                [f"y={pred.labels[i]} p={predicted[i]}\n{max(score[i], 0.0):.2f}" for i in pick] for pick in picks
+            ]
+        else:
+            captions = [[f"{max(score[i], 0.0):.2f}" for i in pick] for pick in picks]
+        grid = torch.stack([images[torch.as_tensor(pick)] for pick in picks])
         target = out_dir / f"{path.name}_uncertainty.png"
-        plots.save_image_rows(rows, target)
+        plots.save_image_grid(grid, target, row_titles=[f"lowest {name}", f"highest {name}"], captions=captions)
         written.append(target)
     return written
