@@ -17,7 +17,8 @@ class CNNClassifier(nn.Module):
     """x (B, C, H, W) in [0, 1] -> (logits (B, K), [h_1 .. h_L] each (B, C_l, H_l, W_l)).
 
     Block l is a 3x3 convolution and a ReLU; every second block halves the resolution (stride 2) while the
-    feature map is at least 8 pixels wide, and doubles the channels. The head averages the last map.
+    feature map is at least 8 pixels wide, and doubles the channels. The head is linear on the flattened last map
+    (averaging it away instead costs MNIST about four points of accuracy: the blocks' receptive field is small).
     """
 
     def __init__(self, spec: DataSpec, depth: int, channels: int, dropout: float):
@@ -35,7 +36,7 @@ class CNNClassifier(nn.Module):
             c_in = maps
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(c_in, spec.num_outputs)
+        self.head = nn.Linear(c_in * height * width, spec.num_outputs)
         self.hidden_shapes: list[tuple[int, ...]] = shapes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -45,7 +46,7 @@ class CNNClassifier(nn.Module):
             z = torch.relu(block(z))
             hidden.append(z)
             z = self.dropout(z)
-        return self.head(z.mean(dim=(-2, -1))), hidden
+        return self.head(z.flatten(1)), hidden
 
 
 def cnn(spec: DataSpec, depth: int = 8, channels: int = 32, dropout: float = 0.0) -> CNNClassifier:
