@@ -388,8 +388,10 @@ def reproduce(
             return
         from decnn_cli.experiments.reproduce import load_recipe
 
-        name = load_recipe(recipe).table.name
-        out.print(f"compared {int(outcome['runs'].gt(0).sum())} measured cells with the paper: {results / name}.md")
+        table = load_recipe(recipe).table
+        cells = int(outcome["runs"].gt(0).sum())
+        against = "compared with the paper" if table.paper else "(no paper table to compare with)"
+        out.print(f"{cells} measured cells {against}: {results / table.name}.md")
 
     _guard(action)
 

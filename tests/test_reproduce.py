@@ -100,6 +100,21 @@ def test_paper_column_matches_the_recipes_tables():
     assert frame[frame["model"] == "ensemble"]["runs"].eq(0).all()
 
 
+def test_recipe_without_paper_tables_reports_its_headline_metrics():
+    rows = [
+        {"kind": "calibration", "dataset": "mnist", "model": "decnn", "outlier": "", "accuracy": 99.0, "ece": 0.5},
+        {"kind": "ood", "dataset": "mnist", "model": "decnn", "outlier": "fashion", "auroc_vote_entropy": 0.5},
+    ]
+    frame = compare_with_paper(rows, [])
+    assert set(zip(frame["kind"], frame["metric"], strict=True)) == {
+        ("calibration", "accuracy"),
+        ("calibration", "ece"),
+        ("ood", "auroc_vote_entropy"),
+    }
+    assert frame["paper"].isna().all() and (frame["runs"] == 1).all()
+    assert compare_with_paper([], []).empty  # nothing measured: an empty table, not a crash
+
+
 def test_recipe_with_unknown_key_is_a_clear_error(tmp_path: Path, runner):
     bad = tmp_path / "bad.toml"
     bad.write_text(MINI.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"))

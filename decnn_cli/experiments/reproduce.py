@@ -315,10 +315,29 @@ def _has_rows(existing: pd.DataFrame, run: str, kind: str, outliers: list[str]) 
     return expected <= set(mine["outlier"])
 
 
+# What a recipe that compares with no paper table (e.g. the CNN variant) reports.
+HEADLINE_METRICS = {
+    ("calibration", "accuracy"),
+    ("calibration", "ece"),
+    ("calibration", "misclass_auroc_vote_entropy"),
+    ("calibration", "misclass_auroc_predictive_entropy"),
+    ("ood", "auroc_vote_entropy"),
+    ("ood", "auroc_predictive_entropy"),
+    ("attack", "accuracy_adversarial"),
+    ("attack", "auroc_vote_entropy"),
+    ("fairness", "probe_f1"),
+    ("fairness", "f1_gap"),
+    ("training", "seconds_per_epoch"),
+}
+
+
 def compare_with_paper(rows: list[dict[str, Any]], paper: list[PaperValue]) -> pd.DataFrame:
-    """One row per paper value (and per measured cell of the same metrics): measured mean/std/n, paper, diff."""
+    """One row per paper value (and per measured cell of the same metrics): measured mean/std/n, paper, diff.
+
+    Without paper values, the measured cells of ``HEADLINE_METRICS`` are reported on their own.
+    """
     measured = pd.DataFrame(rows)
-    wanted = {(p.kind, p.metric) for p in paper}
+    wanted = {(p.kind, p.metric) for p in paper} or HEADLINE_METRICS
     records: dict[tuple, dict[str, Any]] = {}
     if not measured.empty:
         measured["outlier"] = measured["outlier"].fillna("").astype(str)
@@ -354,7 +373,23 @@ def compare_with_paper(rows: list[dict[str, Any]], paper: list[PaperValue]) -> p
                 "difference": got["measured"] - ref.value if ref else float("nan"),
             }
         )
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "paper_table",
+    "kind",
+    "metric",
+    "dataset",
+    "model",
+    "outlier",
+    "measured",
+    "measured_std",
+    "runs",
+    "paper",
+    "paper_std",
+    "difference",
+]
 
 
 def _fmt(value: float, std: float, digits: int) -> str:
