@@ -125,7 +125,8 @@ def prepare(
     def sample() -> None:
         model.eval()
         with engine.autocast(device, amp):
-            method.sample(model, x_eval, samples, cfg.method)
+            for chunk in x_eval.split(batch):  # as evaluation does: N samples of one batch at a time
+                method.sample(model, chunk, samples, cfg.method)
 
     model.train()
     with FlopCounterMode(display=False) as counter:
