@@ -7,15 +7,12 @@ from pathlib import Path
 import torch
 
 
-@torch.no_grad()
 def save_decodings(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     """A grid with one row per input: the input, then g(h_1) .. g(h_L) (Fig. 1a / Appendix A.3).
 
     x (R, C, H, W) in [0, 1]; the model must carry a decoder.
     """
-    model.eval()
-    _, hidden = model(x)
-    save_layer_decodings(model, x, list(range(1, len(hidden) + 1)), path)
+    save_layer_decodings(model, x, None, path)
 
 
 def _pyplot():
@@ -27,35 +24,36 @@ def _pyplot():
     return plt
 
 
-def save_reliability_diagram(bins: dict, title: str, path: Path) -> None:
-    """Accuracy against confidence per bin (bars), with the diagonal of perfect calibration."""
-    plt = _pyplot()
+def _draw_reliability(ax, bins: dict, title: str, gap: bool) -> None:
+    """Accuracy against confidence per filled bin (bars), optionally the gap to confidence, and the diagonal."""
     edges = bins["edges"]
     width = edges[1] - edges[0]
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
     filled = bins["count"] > 0
-    ax.bar(
-        edges[:-1][filled],
-        bins["accuracy"][filled],
-        width=width,
-        align="edge",
-        edgecolor="black",
-        color="#4c72b0",
-        label="accuracy",
-    )
-    ax.bar(
-        edges[:-1][filled],
-        (bins["confidence"] - bins["accuracy"])[filled],
-        bottom=bins["accuracy"][filled],
-        width=width,
-        align="edge",
-        color="#dd8452",
-        alpha=0.5,
-        label="gap to confidence",
-    )
+    left = edges[:-1][filled]
+    accuracy = bins["accuracy"][filled]
+    ax.bar(left, accuracy, width=width, align="edge", edgecolor="black", color="#4c72b0", label="accuracy")
+    if gap:
+        ax.bar(
+            left,
+            bins["confidence"][filled] - accuracy,
+            bottom=accuracy,
+            width=width,
+            align="edge",
+            color="#dd8452",
+            alpha=0.5,
+            label="gap to confidence",
+        )
+        ax.legend(loc="upper left", fontsize=8)
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
-    ax.legend(loc="upper left", fontsize=8)
+
+
+def save_reliability_diagram(bins: dict, title: str, path: Path) -> None:
+    """Accuracy against confidence per bin (bars), with the gap to confidence and the diagonal of perfect
+    calibration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    _draw_reliability(ax, bins, title, gap=True)
     _save(fig, path)
 
 
@@ -88,18 +86,7 @@ def save_reliability_grid(panels: dict[str, dict], path: Path) -> None:
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), dpi=110, squeeze=False)
     for ax, (title, bins) in zip(axes.flat, panels.items(), strict=False):
-        edges = bins["edges"]
-        filled = bins["count"] > 0
-        ax.bar(
-            edges[:-1][filled],
-            bins["accuracy"][filled],
-            width=edges[1] - edges[0],
-            align="edge",
-            edgecolor="black",
-            color="#4c72b0",
-        )
-        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=title, xlabel="confidence", ylabel="accuracy")
+        _draw_reliability(ax, bins, title, gap=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     _save(fig, path)
@@ -138,10 +125,12 @@ def save_image_grid(
 
 
 @torch.no_grad()
-def save_layer_decodings(model: torch.nn.Module, x: torch.Tensor, layers: list[int], path: Path) -> None:
-    """Fig. 2 style: one row per input, the input then the decodings g(h_l) of the chosen layers (1-based)."""
+def save_layer_decodings(model: torch.nn.Module, x: torch.Tensor, layers: list[int] | None, path: Path) -> None:
+    """Fig. 2 style: one row per input, the input then the decodings g(h_l) of the chosen layers (1-based;
+    None: every layer)."""
     model.eval()
     _, hidden = model(x)
+    layers = layers or list(range(1, len(hidden) + 1))
     decoded = model.decoder.decode_all(hidden).float()[[layer - 1 for layer in layers]]  # (len(layers), R, ...)
     grid = torch.cat([x.unsqueeze(0).float(), decoded], dim=0).transpose(0, 1)
     save_image_grid(grid, path, column_titles=["input"] + [f"g(h_{layer})" for layer in layers])

@@ -31,19 +31,24 @@ def fixture_root(tmp_path_factory) -> Path:
     return root
 
 
+def _reproduce(recipe: str, data_root: Path, tmp_path: Path, extra: tuple[str, ...] = ()):
+    """Run ``recipes/<recipe>.toml`` at tiny size on the fixture files; return its comparison table."""
+    return reproduce(
+        RECIPES / f"{recipe}.toml",
+        tmp_path / "results",
+        data_root=data_root,
+        out_dir=tmp_path / "runs",
+        overrides=[*TINY, *extra],
+        show_progress=False,
+    )
+
+
 def _measured(frame, kind: str, metric: str):
     return frame[(frame["kind"] == kind) & (frame["metric"] == metric) & (frame["runs"] > 0)]
 
 
 def test_speech_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Path):
-    comparison = reproduce(
-        RECIPES / "table9" / "cpu.toml",
-        tmp_path / "results",
-        data_root=fixture_root,
-        out_dir=tmp_path / "runs",
-        overrides=TINY,
-        show_progress=False,
-    )
+    comparison = _reproduce("table9/cpu", fixture_root, tmp_path)
     accuracy = _measured(comparison, "calibration", "accuracy")
     assert set(accuracy["dataset"]) == {"audiomnist", "fluent"} and len(accuracy) == 12
     ood = _measured(comparison, "ood", "auroc_vote_entropy")
@@ -52,14 +57,7 @@ def test_speech_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Path):
 
 
 def test_celeba_holdout_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Path):
-    comparison = reproduce(
-        RECIPES / "table3" / "cpu.toml",
-        tmp_path / "results",
-        data_root=fixture_root,
-        out_dir=tmp_path / "runs",
-        overrides=TINY,
-        show_progress=False,
-    )
+    comparison = _reproduce("table3/cpu", fixture_root, tmp_path)
     ood = _measured(comparison, "ood", "auroc_vote_entropy")
     assert set(ood["outlier"]) == {"celeba-holdout:Wearing_Hat", "celeba-holdout:Blond_Hair", "celeba-holdout:Bald"}
     assert set(ood["model"]) == {"redecnn", "mc-dropout", "bayesnn", "ensemble"}
@@ -67,13 +65,6 @@ def test_celeba_holdout_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Pat
 
 
 def test_celeba_fairness_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Path):
-    comparison = reproduce(
-        RECIPES / "table8" / "paper.toml",
-        tmp_path / "results",
-        data_root=fixture_root,
-        out_dir=tmp_path / "runs",
-        overrides=[*TINY, "model.decoder=mlp"],
-        show_progress=False,
-    )
+    comparison = _reproduce("table8/paper", fixture_root, tmp_path, ("model.decoder=mlp",))
     probe = _measured(comparison, "fairness", "probe_f1")
     assert set(probe["model"]) == {"standard", "redecnn", "redecnn (Eq. 8)"}
