@@ -163,3 +163,30 @@ def test_run_locks_keep_two_reproduce_processes_apart(tmp_path: Path):
     assert _claim(folder)
     _release(folder)
     assert not _lock(folder).exists()
+
+
+def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini: Path, tmp_path: Path, monkeypatch):
+    import decnn_cli.experiments.reproduce as rep
+
+    results = tmp_path / "results"
+    reproduce(mini, results, out_dir=tmp_path / "runs", show_progress=False)
+    staging = results / "evaluations"
+    full = pd.read_csv(staging / "calibration.csv")
+    runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
+    theirs, ours = runs[0].folder.name, runs[1].folder.name
+    full[~full["run"].isin([theirs, ours])].to_csv(staging / "calibration.csv", index=False)
+    rep._lock(staging / f"calibration__{theirs}").write_text("1")  # a live process (pid 1) is evaluating it
+
+    evaluated: list[str] = []
+    monkeypatch.setattr(rep, "_run_evaluation", lambda ev, folders, *a: evaluated.extend(f.name for f in folders))
+
+    def other_process_finishes(_seconds: float) -> None:
+        merged = pd.concat([pd.read_csv(staging / "calibration.csv"), full[full["run"] == theirs]])
+        merged.to_csv(staging / "calibration.csv", index=False)
+        rep._release(staging / f"calibration__{theirs}")
+
+    monkeypatch.setattr(rep.time, "sleep", other_process_finishes)
+    evaluation = load_recipe(mini).evaluations[0]
+    rows = rep._evaluate(evaluation, runs, staging, None, "cpu", None)
+    assert evaluated == [ours]  # ours is evaluated here; theirs is waited for, not evaluated twice
+    assert theirs in {row["run"] for row in rows}

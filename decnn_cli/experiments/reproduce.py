@@ -230,41 +230,37 @@ def _runs_for(evaluation: Evaluation, runs: list[PlannedRun]) -> list[PlannedRun
 def _evaluate(
     evaluation: Evaluation, runs: list[PlannedRun], staging: Path, data_root: Path | None, device: str, progress
 ) -> list[dict[str, Any]]:
-    """Run one evaluation over ``runs`` (skipping runs already in its staging table); return all its rows."""
-    from decnn_cli.experiments import attack, calibration, fairness, ood, report
+    """Run one evaluation over ``runs`` (skipping runs already in its staging table); return all its rows.
 
+    Each run's evaluation is claimed like a training run, so two ``decnn reproduce`` processes that share runs
+    split the work between them instead of doing it twice.
+    """
     table = staging_name(evaluation)
     csv_path = staging / f"{table}.csv"
-    existing = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run"])
-    rows: list[dict[str, Any]] = []
     groups: dict[tuple[str, str], list[PlannedRun]] = {}
     for run in runs:
         groups.setdefault((run.dataset, run.variant), []).append(run)
+    common = {"results_dir": staging, "table": table, "data_root": data_root, "device": device, "progress": progress}
     for (dataset, variant), group in groups.items():
         outliers = next((evaluation.outliers[k] for k in (variant, dataset, "*") if k in evaluation.outliers), [])
-        todo = [r.folder for r in group if not _has_rows(existing, r.folder.name, evaluation.kind, outliers)]
-        if not todo:
+        if evaluation.kind == "ood" and not outliers:
             continue
-        common = {
-            "results_dir": staging,
-            "table": table,
-            "data_root": data_root,
-            "device": device,
-            "progress": progress,
-        }
-        if evaluation.kind == "calibration":
-            calibration.evaluate_calibration(todo, samples=evaluation.samples, **common)
-        elif evaluation.kind == "ood":
-            if outliers:
-                ood.evaluate_ood(todo, outliers, samples=evaluation.samples, limit=evaluation.limit, **common)
-        elif evaluation.kind == "attack":
-            attack.evaluate_attack(
-                todo, evaluation.attack, evaluation.eps, samples=evaluation.samples, limit=evaluation.limit, **common
-            )
-        elif evaluation.kind == "fairness":
-            fairness.evaluate_fairness(todo, evaluation.protected, **common)
-        else:
-            report.report_runs(todo, staging, table)
+        pending = [r.folder for r in group]
+        while pending:
+            existing = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run"])
+            pending = [f for f in pending if not _has_rows(existing, f.name, evaluation.kind, outliers)]
+            mine = [f for f in pending if _claim(staging / f"{table}__{f.name}")]
+            if not mine:
+                if pending:  # another `decnn reproduce` is evaluating them: wait for its rows
+                    time.sleep(10)
+                continue
+            try:
+                _run_evaluation(evaluation, mine, outliers, common)
+            finally:
+                for folder in mine:
+                    _release(staging / f"{table}__{folder.name}")
+            pending = [f for f in pending if f not in mine]
+    rows: list[dict[str, Any]] = []
     if csv_path.exists():
         frame = pd.read_csv(csv_path)
         wanted = {r.folder.name: r for r in runs}
@@ -281,6 +277,23 @@ def _evaluate(
                     }
                 )
     return rows
+
+
+def _run_evaluation(evaluation: Evaluation, folders: list[Path], outliers: list[str], common: dict[str, Any]) -> None:
+    from decnn_cli.experiments import attack, calibration, fairness, ood, report
+
+    if evaluation.kind == "calibration":
+        calibration.evaluate_calibration(folders, samples=evaluation.samples, **common)
+    elif evaluation.kind == "ood":
+        ood.evaluate_ood(folders, outliers, samples=evaluation.samples, limit=evaluation.limit, **common)
+    elif evaluation.kind == "attack":
+        attack.evaluate_attack(
+            folders, evaluation.attack, evaluation.eps, samples=evaluation.samples, limit=evaluation.limit, **common
+        )
+    elif evaluation.kind == "fairness":
+        fairness.evaluate_fairness(folders, evaluation.protected, **common)
+    else:
+        report.report_runs(folders, common["results_dir"], common["table"])
 
 
 def staging_name(evaluation: Evaluation) -> str:
