@@ -96,4 +96,4 @@ def attach_pretrained_terms(ctx: LossContext, cfg: RunConfig, spec: DataSpec, de
         def protect(x: torch.Tensor, x_hat: torch.Tensor, f_logits: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"protect": weight * uniformity_term(protector(x_hat))}
 
-        ctx.decoded_terms.append(protect)
+        (ctx.decoded_terms if method.protect_trains_decoder else ctx.fixed_decoder_terms).append(protect)

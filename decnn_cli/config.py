@@ -124,6 +124,12 @@ class MethodConfig(_Section):
         None, description="Checkpoint of a frozen classifier of a protected attribute (Eq. 8)."
     )
     protect_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 8 uniformity term.")
+    protect_trains_decoder: bool = Field(
+        True,
+        description="Whether the Eq. 8 term also trains the decoder g (the paper's joint objective). False: g's "
+        "weights are held fixed in the decode the term judges, so g cannot learn to hide the attribute from m while "
+        "f keeps it; the gradient reaches f (and the path's earlier decodes) instead.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -200,3 +200,44 @@ def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     assert row["n_group0"] + row["n_group1"] == 120
     assert 0 <= row["probe_f1"] <= 1 and row["f1_gap"] == pytest.approx(abs(row["f1_group1"] - row["f1_group0"]))
     assert "Table 8" in (tmp_path / "res" / "fairness.md").read_text()
+
+
+@pytest.mark.parametrize("method_name", ["decnn", "redecnn"])
+@pytest.mark.parametrize("trains_decoder", [True, False])
+def test_eq8_term_reaches_the_decoder_only_when_asked(pretrained, method_name: str, trains_decoder: bool):
+    cfg = build_config(
+        overrides=[
+            f"method.name={method_name}",
+            "data.name=colored-digits",
+            f"method.protect_with={pretrained['colour']}",
+            f"method.protect_trains_decoder={str(trains_decoder).lower()}",
+            *TINY,
+            "method.recursion_depth=1",  # deeper, the term also reaches g through the path's earlier decodes
+        ]
+    )
+    splits = load_splits(cfg.data)
+    method = get_method(method_name)
+    model = method.build(cfg, splits.spec)
+    ctx = LossContext(cfg.method, TaskHead("multiclass"), len(splits.train))
+    composition.attach_pretrained_terms(ctx, cfg, splits.spec, torch.device("cpu"))
+    terms = ctx.decoded_terms + ctx.fixed_decoder_terms
+    assert len(terms) == 1
+    recorded: list[torch.Tensor] = []
+
+    def recording(x, x_hat, logits_hat):
+        out = terms[0](x, x_hat, logits_hat)
+        recorded.append(out["protect"])
+        return out
+
+    (ctx.decoded_terms if trains_decoder else ctx.fixed_decoder_terms)[0] = recording
+    x, y, _ = next(iter(make_loader(splits.train, 16, False)))
+    method.loss(model, x, y, ctx)
+    params = {"decoder": list(model.decoder.parameters()), "classifier": list(model.classifier.parameters())}
+    grads = torch.autograd.grad(sum(recorded), params["decoder"] + params["classifier"], allow_unused=True)
+    size = {
+        name: sum(g.abs().sum().item() for g in part if g is not None)
+        for name, part in zip(params, (grads[: len(params["decoder"])], grads[len(params["decoder"]) :]), strict=True)
+    }
+    assert size["classifier"] > 0  # the Eq. 8 gradient always reaches f, through the decoded activation
+    assert (size["decoder"] > 0) is trains_decoder
+    assert all(p.requires_grad for p in model.decoder.parameters())  # held only for the term, then released

@@ -137,7 +137,15 @@ _MACHINE_KEYS = {
 
 # Method keys that matter only to some methods: a run's folder does not change when a key it ignores does.
 _METHOD_KEYS = {
-    "decnn": {"beta", "compose_with", "compose_target", "compose_weight", "protect_with", "protect_weight"},
+    "decnn": {
+        "beta",
+        "compose_with",
+        "compose_target",
+        "compose_weight",
+        "protect_with",
+        "protect_weight",
+        "protect_trains_decoder",
+    },
     "redecnn": {
         "beta",
         "alpha",
@@ -147,6 +155,7 @@ _METHOD_KEYS = {
         "compose_weight",
         "protect_with",
         "protect_weight",
+        "protect_trains_decoder",
     },
     "dropout": {"dropout"},
     "mc-dropout": {"dropout"},
@@ -154,6 +163,9 @@ _METHOD_KEYS = {
     "ensemble": {"ensemble_size", "recursion_depth"},
 }
 _DECODER_KEYS = {"decoder", "decoder_width", "decoder_channels"}
+# Method keys added after runs were published: hashed only when set away from their default, so the folders
+# of earlier runs keep their names.
+_HASHED_WHEN_SET = {"protect_trains_decoder": True}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -166,7 +178,11 @@ def config_hash(cfg: RunConfig) -> str:
         raw.get(section, {}).pop(key, None)
     raw["train"].pop("seed", None)
     relevant = _METHOD_KEYS.get(cfg.method.name, set()) | {"name"}
-    raw["method"] = {k: v for k, v in raw["method"].items() if k in relevant}
+    raw["method"] = {
+        k: v
+        for k, v in raw["method"].items()
+        if k in relevant and not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])
+    }
     if cfg.method.name not in ("decnn", "redecnn"):
         raw["model"] = {k: v for k, v in raw["model"].items() if k not in _DECODER_KEYS}
     return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]

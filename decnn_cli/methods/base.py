@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,8 @@ class LossContext:
     task: TaskHead
     num_train: int
     decoded_terms: list[DecodedTerm] = field(default_factory=list)
+    # Terms that see x_hat decoded by g with its weights held fixed: their gradient reaches f, not g.
+    fixed_decoder_terms: list[DecodedTerm] = field(default_factory=list)
     input_terms: list[Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]] = field(default_factory=list)
 
 
@@ -69,3 +72,15 @@ def add_terms(
         total = total + weight * value
         parts[name] = parts.get(name, 0.0) + weight * value.detach()
     return total
+
+
+@contextmanager
+def weights_held(module: nn.Module) -> Iterator[None]:
+    """Within the block, ``module`` computes as usual but records no gradient for its own weights."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in zip(module.parameters(), flags, strict=True):
+            param.requires_grad_(flag)

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from decnn_cli.config import MethodConfig, RunConfig
 from decnn_cli.data.spec import DataSpec
-from decnn_cli.methods.base import LossContext, LossTerms, add_terms
+from decnn_cli.methods.base import LossContext, LossTerms, add_terms, weights_held
 from decnn_cli.models import Network, build_classifier, build_decoder
 
 
@@ -26,13 +26,18 @@ def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContex
     parts = {"ce": ce.detach(), "recon": ctx.method.beta * recon.detach()}
     for term in ctx.input_terms:
         total = add_terms(total, parts, term(x, logits), 1.0)
-    if ctx.decoded_terms:
+    if ctx.decoded_terms or ctx.fixed_decoder_terms:
         # The Eq. 7 / Eq. 8 edit for DecNN: classify every decoded layer and average the terms over layers.
         flat = decoded.flatten(0, 1)  # (L * B, C, H, W)
         logits_hat, _ = model(flat)
         x_rep = x.unsqueeze(0).expand_as(decoded).flatten(0, 1)
         for term in ctx.decoded_terms:
             total = add_terms(total, parts, term(x_rep, flat, logits_hat), 1.0)
+        if ctx.fixed_decoder_terms:
+            with weights_held(model.decoder):
+                fixed = model.decoder.decode_all(hidden).flatten(0, 1)
+            for term in ctx.fixed_decoder_terms:
+                total = add_terms(total, parts, term(x_rep, fixed, logits_hat), 1.0)
     return LossTerms(total, parts, logits)
 
 
@@ -51,10 +56,16 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     for depth in range(1, ctx.method.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer)  # (B, C, H, W)
+        hidden_prev = hidden
         logits_hat, hidden = model(x_hat)
         terms = {"ce_recursive": ctx.task.loss(logits_hat, y), "recon": ctx.method.beta * F.mse_loss(x_hat, x)}
         for term in ctx.decoded_terms:
             terms |= term(x, x_hat, logits_hat)
+        if ctx.fixed_decoder_terms:
+            with weights_held(model.decoder):
+                x_fixed = model.decoder.decode_selected(hidden_prev, layer)
+            for term in ctx.fixed_decoder_terms:
+                terms |= term(x, x_fixed, logits_hat)
         total = add_terms(total, parts, terms, ctx.method.alpha**depth)
     return LossTerms(total, parts, logits)
 
