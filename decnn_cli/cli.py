@@ -309,6 +309,9 @@ def bench(
     batch: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 128,
     samples: SamplesOpt = 32,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per method.")] = 20,
+    sample_inputs: Annotated[
+        int, typer.Option("--sample-inputs", min=1, help="Inputs the sampling time is measured on (scaled to 1,000).")
+    ] = 1000,
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
     overrides: SetOpt = None,
@@ -334,6 +337,7 @@ def bench(
             samples or 32,
             repeats,
             3,
+            sample_inputs,
             device or "auto",
             amp,
             results,
