@@ -257,25 +257,34 @@ def _evaluate(
     for run in runs:
         groups.setdefault((run.dataset, run.variant), []).append(run)
     common = {"results_dir": staging, "table": table, "data_root": data_root, "device": device, "progress": progress}
+    kind = evaluation.kind
+    pending: list[tuple[list[str], list[Path]]] = []  # (outlier sets, run folders) per (dataset, variant)
     for (dataset, variant), group in groups.items():
         outliers = next((evaluation.outliers[k] for k in (variant, dataset, "*") if k in evaluation.outliers), [])
-        if evaluation.kind == "ood" and not outliers:
+        if kind != "ood" or outliers:
+            pending.append((outliers, [r.folder for r in group]))
+    attempted: set[Path] = set()
+    while pending:
+        existing = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run"])
+        pending = [
+            (outliers, [f for f in folders if f not in attempted and not _has_rows(existing, f.name, kind, outliers)])
+            for outliers, folders in pending
+        ]
+        pending = [(outliers, folders) for outliers, folders in pending if folders]
+        # One run at a time, so that a second process can take the next one.
+        claim = next(
+            ((o, f) for o, folders in pending for f in folders if _claim(staging / f"{table}__{f.name}")), None
+        )
+        if claim is None:
+            if pending:  # the rest are being evaluated by another `decnn reproduce`: wait for their rows
+                time.sleep(10)
             continue
-        pending = [r.folder for r in group]
-        while pending:
-            existing = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run"])
-            pending = [f for f in pending if not _has_rows(existing, f.name, evaluation.kind, outliers)]
-            mine = [f for f in pending if _claim(staging / f"{table}__{f.name}")]
-            if not mine:
-                if pending:  # another `decnn reproduce` is evaluating them: wait for its rows
-                    time.sleep(10)
-                continue
-            try:
-                _run_evaluation(evaluation, mine, outliers, common)
-            finally:
-                for folder in mine:
-                    _release(staging / f"{table}__{folder.name}")
-            pending = [f for f in pending if f not in mine]
+        outliers, folder = claim
+        attempted.add(folder)
+        try:
+            _run_evaluation(evaluation, [folder], outliers, common)
+        finally:
+            _release(staging / f"{table}__{folder.name}")
     rows: list[dict[str, Any]] = []
     if csv_path.exists():
         frame = pd.read_csv(csv_path)
