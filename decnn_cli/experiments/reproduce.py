@@ -136,27 +136,18 @@ _MACHINE_KEYS = {
 
 
 # Method keys that matter only to some methods: a run's folder does not change when a key it ignores does.
+_DECODABLE_KEYS = {
+    "beta",
+    "compose_with",
+    "compose_target",
+    "compose_weight",
+    "protect_with",
+    "protect_weight",
+    "protect_trains_decoder",
+}
 _METHOD_KEYS = {
-    "decnn": {
-        "beta",
-        "compose_with",
-        "compose_target",
-        "compose_weight",
-        "protect_with",
-        "protect_weight",
-        "protect_trains_decoder",
-    },
-    "redecnn": {
-        "beta",
-        "alpha",
-        "recursion_depth",
-        "compose_with",
-        "compose_target",
-        "compose_weight",
-        "protect_with",
-        "protect_weight",
-        "protect_trains_decoder",
-    },
+    "decnn": _DECODABLE_KEYS,
+    "redecnn": _DECODABLE_KEYS | {"alpha", "recursion_depth"},
     "dropout": {"dropout"},
     "mc-dropout": {"dropout"},
     "bayesnn": {"prior_sigma1", "prior_sigma2", "prior_pi", "posterior_rho_init"},
