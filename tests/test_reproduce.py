@@ -165,7 +165,24 @@ def test_run_locks_keep_two_reproduce_processes_apart(tmp_path: Path):
     assert not _lock(folder).exists()
 
 
+def test_a_lock_held_by_another_users_process_is_respected(tmp_path: Path, monkeypatch):
+    from decnn_cli.experiments import reproduce as rep
+
+    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
+    folder.parent.mkdir()
+    rep._lock(folder).write_text("4242")
+
+    def not_permitted(pid: int, signal: int) -> None:
+        raise PermissionError  # what os.kill says of a live process that belongs to another user
+
+    monkeypatch.setattr(rep.os, "kill", not_permitted)
+    assert not rep._claim(folder)
+    assert rep._lock(folder).read_text() == "4242"
+
+
 def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini: Path, tmp_path: Path, monkeypatch):
+    import os
+
     import decnn_cli.experiments.reproduce as rep
 
     results = tmp_path / "results"
@@ -175,7 +192,7 @@ def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini:
     runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
     theirs, ours = runs[0].folder.name, runs[1].folder.name
     full[~full["run"].isin([theirs, ours])].to_csv(staging / "calibration.csv", index=False)
-    rep._lock(staging / f"calibration__{theirs}").write_text("1")  # a live process (pid 1) is evaluating it
+    rep._lock(staging / f"calibration__{theirs}").write_text(str(os.getpid()))  # a live process holds it
 
     evaluated: list[str] = []
     monkeypatch.setattr(rep, "_run_evaluation", lambda ev, folders, *a: evaluated.extend(f.name for f in folders))

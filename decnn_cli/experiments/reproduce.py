@@ -529,7 +529,9 @@ def _claim(folder: Path) -> bool:
             pid = int(lock.read_text() or "0")
             os.kill(pid, 0)
             return False  # alive: someone else is training it
-        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+        except PermissionError:
+            return False  # alive, another user's process
+        except (ValueError, ProcessLookupError, FileNotFoundError):
             lock.unlink(missing_ok=True)  # stale lock of a killed process
             return _claim(folder)
     with os.fdopen(fd, "w") as handle:
