@@ -211,7 +211,7 @@ def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini:
 
 def test_published_run_folders_keep_their_names():
     # Committed results name their runs; a new config key must not rename them (it is hashed only when set).
-    names = {r.folder.name for r in plan(load_recipe(RECIPES / "table1a" / "cpu.toml"))}
-    assert {"mnist__redecnn__f2053ec1__seed0", "fashion__standard__45b77393__seed0"} <= names
-    runs = plan(load_recipe(RECIPES / "table1a" / "cpu.toml"), overrides=["method.protect_trains_decoder=false"])
+    names = {r.folder.name for r in plan(load_recipe(RECIPES / "table5" / "cpu.toml"))}
+    assert {"mnist__redecnn__f2053ec1__seed0", "mnist__standard__74a1b8d8__seed0"} <= names
+    runs = plan(load_recipe(RECIPES / "table5" / "cpu.toml"), overrides=["method.protect_trains_decoder=false"])
     assert "mnist__redecnn__f2053ec1__seed0" not in {r.folder.name for r in runs}
