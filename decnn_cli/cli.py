@@ -368,6 +368,10 @@ def bench(
 def reproduce(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML, e.g. recipes/table1/cpu.toml.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (done / todo) and stop.")] = False,
+    partial: Annotated[
+        bool,
+        typer.Option("--partial", help="Train nothing: tables from the finished runs only, naming the missing ones."),
+    ] = False,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     out_dir: Annotated[
@@ -383,7 +387,9 @@ def reproduce(
         from decnn_cli.experiments.reproduce import dry_run_lines
         from decnn_cli.experiments.reproduce import reproduce as run_recipe
 
-        outcome = run_recipe(recipe, results, data_root, out_dir, device or "auto", dry_run, overrides, err, not quiet)
+        outcome = run_recipe(
+            recipe, results, data_root, out_dir, device or "auto", dry_run, overrides, err, not quiet, partial
+        )
         if dry_run:
             lines = dry_run_lines(outcome)
             out.print("\n".join(lines), highlight=False)

@@ -76,7 +76,17 @@ def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_
     (out / f".partial-{runs[2].folder.name}").mkdir()
     dry = runner.invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 0 and "4 runs, 1 to train" in dry.output
+    # --partial trains nothing and makes the tables from the three finished runs, naming the missing one.
+    assert runner.invoke(app, [*args, "--partial"]).exit_code == 0
+    assert not (victim / "metrics.json").exists()
+    partial = pd.read_csv(results / "mini.csv")
+    accuracy = partial[(partial["dataset"] == "digits") & (partial["metric"] == "accuracy")]
+    assert dict(zip(accuracy["model"], accuracy["runs"], strict=True)) == {"standard": 1, "redecnn": 2}
+    assert "1 runs of the recipe are not finished and not in it: digits standard seed 1." in (
+        results / "mini.md"
+    ).read_text()
     assert runner.invoke(app, args).exit_code == 0
+    assert "Partial table" not in (results / "mini.md").read_text()
     for run in runs:
         if run.folder == victim:
             assert (run.folder / "metrics.json").is_file()

@@ -427,7 +427,7 @@ def _fmt(value: float, std: float, digits: int) -> str:
     return f"{value:.{digits}f}" + ("" if pd.isna(std) else f" ({std:.{digits}f})")
 
 
-def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame) -> str:
+def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[PlannedRun] | None = None) -> str:
     """Per paper table and metric: rows = model (and outlier), columns = dataset; 'measured | paper | diff'."""
     parts = [
         f"# {recipe.table.title}",
@@ -437,6 +437,9 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame) -> str:
         "Cells: measured mean (std over seeds) / paper / difference. '-' = not measured or not in the paper.",
         "",
     ]
+    if missing:
+        names = ", ".join(f"{r.dataset} {r.model} seed {r.seed}" for r in missing)
+        parts += [f"**Partial table**: {len(missing)} runs of the recipe are not finished and not in it: {names}.", ""]
     for (kind, metric), block in comparison.groupby(["kind", "metric"], sort=False):
         digits = 2 if metric in ("accuracy", "ece", "seconds_per_epoch") or metric.startswith(("ap_", "ece_")) else 3
         tables = sorted({t for t in block["paper_table"] if t})
@@ -467,8 +470,13 @@ def reproduce(
     overrides: list[str] | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    partial: bool = False,
 ) -> pd.DataFrame | list[PlannedRun]:
-    """Train what is missing, evaluate what is missing, write results/<name>.csv and .md; or list the plan."""
+    """Train what is missing, evaluate what is missing, write results/<name>.csv and .md; or list the plan.
+
+    With ``partial``, nothing is trained: the tables are made from the runs already finished (while a long
+    grid is still running elsewhere, say), and the Markdown names the runs they lack.
+    """
     from decnn_cli.experiments.train import train
 
     console = console or Console(stderr=True)
@@ -476,6 +484,9 @@ def reproduce(
     runs = plan(recipe, data_root, out_dir, overrides)
     if dry_run:
         return runs
+    missing = [r for r in runs if not r.done] if partial else []
+    if missing:
+        runs = [r for r in runs if r.done]
     todo = [r for r in runs if not r.done]
     staging = results_dir / "evaluations"
     with progress_bar(disable=not show_progress) as progress:
@@ -510,7 +521,7 @@ def reproduce(
     paper = [value for table in recipe.table.paper for value in PAPER[table]]
     comparison = compare_with_paper(rows, paper)
     write_text_atomic(results_dir / f"{recipe.table.name}.csv", comparison.to_csv(index=False))
-    write_text_atomic(results_dir / f"{recipe.table.name}.md", comparison_markdown(recipe, comparison))
+    write_text_atomic(results_dir / f"{recipe.table.name}.md", comparison_markdown(recipe, comparison, missing))
     return comparison
 
 
