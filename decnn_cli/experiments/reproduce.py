@@ -439,7 +439,8 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
     ]
     if missing:
         names = ", ".join(f"{r.dataset} {r.model} seed {r.seed}" for r in missing)
-        parts += [f"**Partial table**: {len(missing)} runs of the recipe are not finished and not in it: {names}.", ""]
+        parts += [f"**Partial table**: {len(missing)} of the recipe's runs are not finished and not in it: {names}."]
+        parts += [""]
     for (kind, metric), block in comparison.groupby(["kind", "metric"], sort=False):
         digits = 2 if metric in ("accuracy", "ece", "seconds_per_epoch") or metric.startswith(("ap_", "ece_")) else 3
         tables = sorted({t for t in block["paper_table"] if t})
