@@ -98,8 +98,8 @@ class MethodConfig(_Section):
         le=1.0,
         description="Geometric down-weighting of recursion depth d in Eq. 5 (alpha^d). The paper gives no value; "
         "on MNIST with the 8-layer MLP, 0.9 (recursive terms weighing ~5x the direct cross-entropy) stalled "
-        "training, 0.5 (~1x) cost 1.2 accuracy points, and 0.3 (~0.4x) kept ReDecNN within 0.5 points of a "
-        "standard network at 20 epochs (results/README.md).",
+        "training, 0.5 (~1x) cost 1.2 accuracy points at 10 epochs, and 0.3 (~0.4x) kept ReDecNN within 0.5 "
+        "points of a standard network at 20 epochs (results/README.md).",
     )
     recursion_depth: int = Field(8, ge=1, description="Recursion depth D of ReDecNN (the paper: D = L = 8).")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Drop rate of the dropout and mc-dropout methods.")

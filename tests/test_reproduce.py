@@ -82,7 +82,7 @@ def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_
     partial = pd.read_csv(results / "mini.csv")
     accuracy = partial[(partial["dataset"] == "digits") & (partial["metric"] == "accuracy")]
     assert dict(zip(accuracy["model"], accuracy["runs"], strict=True)) == {"standard": 1, "redecnn": 2}
-    note = "1 of the recipe's runs are not finished and not in it: digits standard seed 1."
+    note = "**Partial table**: without these unfinished runs of the recipe: digits standard seed 1.\n"
     assert note in (results / "mini.md").read_text()
     assert runner.invoke(app, args).exit_code == 0
     assert "Partial table" not in (results / "mini.md").read_text()

@@ -439,8 +439,7 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
     ]
     if missing:
         names = ", ".join(f"{r.dataset} {r.model} seed {r.seed}" for r in missing)
-        parts += [f"**Partial table**: {len(missing)} of the recipe's runs are not finished and not in it: {names}."]
-        parts += [""]
+        parts += [f"**Partial table**: without these unfinished runs of the recipe: {names}.", ""]
     for (kind, metric), block in comparison.groupby(["kind", "metric"], sort=False):
         digits = 2 if metric in ("accuracy", "ece", "seconds_per_epoch") or metric.startswith(("ap_", "ece_")) else 3
         tables = sorted({t for t in block["paper_table"] if t})
@@ -475,8 +474,8 @@ def reproduce(
 ) -> pd.DataFrame | list[PlannedRun]:
     """Train what is missing, evaluate what is missing, write results/<name>.csv and .md; or list the plan.
 
-    With ``partial``, nothing is trained: the tables are made from the runs already finished (while a long
-    grid is still running elsewhere, say), and the Markdown names the runs they lack.
+    With ``partial``, nothing is trained: only the runs already finished are evaluated and tabled (while a
+    long grid is still running elsewhere, say), and the Markdown names the runs the tables lack.
     """
     from decnn_cli.experiments.train import train
 
@@ -486,7 +485,7 @@ def reproduce(
     if dry_run:
         return runs
     missing = [r for r in runs if not r.done] if partial else []
-    if missing:
+    if partial:
         runs = [r for r in runs if r.done]
     todo = [r for r in runs if not r.done]
     staging = results_dir / "evaluations"
