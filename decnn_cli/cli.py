@@ -1,4 +1,8 @@
-"""The ``decnn`` command line: parse options, build a RunConfig, call ``experiments.*``, print a rich table."""
+"""The ``decnn`` command line: parse options, build a RunConfig, call ``experiments.*``, print a rich table.
+
+Only typer, rich, pydantic and the two registries (which import no torch) load with this module; each command
+imports the experiment it runs, so ``--help``, ``decnn methods`` and a misspelt name answer at once.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, build_config, read_toml
+from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
 from decnn_cli.data import DATASETS
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import METHODS
@@ -115,7 +119,7 @@ def train(
     """Train one method on one dataset; write results/runs/<dataset>__<method>__seed<k>__<time>/."""
 
     def action() -> None:
-        from decnn_cli.experiments.train import train as run_train
+        from decnn_cli.resolve import build_config
 
         cfg = build_config(
             _recipe_sections(recipe),
@@ -139,6 +143,8 @@ def train(
             },
             overrides,
         )
+        from decnn_cli.experiments.train import train as run_train
+
         outcome = run_train(cfg, console=err, show_progress=not quiet)
         if outcome.run_dir is None:  # a non-zero rank of a torchrun job: rank 0 reports
             return
@@ -156,6 +162,17 @@ RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders hol
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
 SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _shared(results: Path, table: str, data_root: Path | None, device: str | None, quiet: bool) -> dict[str, Any]:
+    """The options every evaluation command shares (``experiments.common.EvalOptions``)."""
+    return {
+        "results_dir": results,
+        "table": table,
+        "data_root": data_root,
+        "device": device or "auto",
+        "show_progress": not quiet,
+    }
 
 
 def _rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
@@ -180,9 +197,10 @@ def eval_calibration(
     """Accuracy, ECE (15 bins, %), NLL, Brier and misclassification ROC-AUC per run (Tables 1a, 1b, 4a)."""
 
     def action() -> None:
-        from decnn_cli.experiments.calibration import evaluate_calibration
+        from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
-        rows = evaluate_calibration(runs, results, table, samples, data_root, device or "auto", not quiet)
+        shared = _shared(results, table, data_root, device, quiet)
+        rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples))
         columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -216,9 +234,10 @@ def eval_ood(
     """ROC-AUC / AUPR / FPR@95%TPR of detecting outliers by uncertainty (Tables 2, 3); outliers are positive."""
 
     def action() -> None:
-        from decnn_cli.experiments.ood import evaluate_ood
+        from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-        rows = evaluate_ood(runs, outlier, results, table, samples, limit, data_root, device or "auto", not quiet)
+        shared = _shared(results, table, data_root, device, quiet)
+        rows = evaluate_ood(runs, OODOptions(**shared, outliers=tuple(outlier), samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -242,9 +261,10 @@ def attack(
     """Attack each run's single classifier; accuracy under attack and ROC-AUC of detecting the attack (Table 2)."""
 
     def action() -> None:
-        from decnn_cli.experiments.attack import evaluate_attack
+        from decnn_cli.experiments.attack import AttackOptions, evaluate_attack
 
-        rows = evaluate_attack(runs, name, eps, results, table, samples, limit, data_root, device or "auto", not quiet)
+        shared = _shared(results, table, data_root, device, quiet)
+        rows = evaluate_attack(runs, AttackOptions(**shared, attack=name, eps=eps, samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
         out.print(_rows_table("adversarial detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -270,11 +290,10 @@ def fairness(
     """Per-group F1 / AP / ECE of the task (Table 7) and a linear probe for the protected attribute (Table 8)."""
 
     def action() -> None:
-        from decnn_cli.experiments.fairness import evaluate_fairness
+        from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
-        rows = evaluate_fairness(
-            runs, protected, results, table, probe_examples, data_root, device or "auto", not quiet
-        )
+        shared = _shared(results, table, data_root, device, quiet)
+        rows = evaluate_fairness(runs, FairnessOptions(**shared, protected=protected, probe_examples=probe_examples))
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
         out.print(_rows_table("fairness", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -291,9 +310,9 @@ def report(
     """Aggregate the training metrics of run folders into results/<table>.csv and .md (mean (std) over seeds)."""
 
     def action() -> None:
-        from decnn_cli.experiments.report import report_runs
+        from decnn_cli.experiments.report import ReportOptions, report_runs
 
-        rows = report_runs(runs, results, table)
+        rows = report_runs(runs, ReportOptions(results_dir=results, table=table))
         columns = ["dataset", "model", "seed", "test_accuracy", "test_ece", "seconds_per_epoch"]
         out.print(_rows_table("training", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -321,28 +340,28 @@ def bench(
     """Step time, memory, FLOPs and sampling time of every method side by side, with ratios to standard."""
 
     def action() -> None:
-        from decnn_cli.experiments.bench import run_bench
+        from decnn_cli.experiments.bench import BenchOptions, run_bench
 
         try:
             in_shape = tuple(int(v) for v in shape.lower().split("x"))
             assert len(in_shape) == 3
         except (ValueError, AssertionError):
             raise ConfigError(f"--shape {shape!r} must look like 1x28x28 (channels x height x width)") from None
-        rows = run_bench(
-            method,
-            decoder,
-            overrides,
-            in_shape,
-            batch,
-            samples or 32,
-            repeats,
-            3,
-            sample_inputs,
-            device or "auto",
-            amp,
-            results,
-            table,
+        options = BenchOptions(
+            methods=tuple(method or ()),
+            decoders=tuple(decoder or ("mlp", "resnet")),
+            overrides=tuple(overrides or ()),
+            in_shape=in_shape,
+            batch=batch,
+            samples=samples or 32,
+            repeats=repeats,
+            sample_inputs=sample_inputs,
+            device=device or "auto",
+            amp=amp,
+            results_dir=results,
+            table=table,
         )
+        rows = run_bench(options)
         columns = [
             "decoder",
             "model",
@@ -354,11 +373,6 @@ def bench(
             "sample_ms_per_1k",
         ]
         out.print(_rows_table(f"bench on {rows[0]['device']}", rows, columns))
-        redecnn = [
-            r for r in rows if r["method"] == "redecnn" and r["redecnn_over_ensemble"] == r["redecnn_over_ensemble"]
-        ]
-        for r in redecnn:
-            out.print(f"{r['decoder']} decoder: redecnn / ensemble step time = {r['redecnn_over_ensemble']:.2f}")
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
     _guard(action)
@@ -388,7 +402,16 @@ def reproduce(
         from decnn_cli.experiments.reproduce import reproduce as run_recipe
 
         outcome = run_recipe(
-            recipe, results, data_root, out_dir, device or "auto", dry_run, overrides, err, not quiet, partial
+            recipe,
+            results,
+            data_root=data_root,
+            out_dir=out_dir,
+            device=device or "auto",
+            dry_run=dry_run,
+            overrides=overrides,
+            console=err,
+            show_progress=not quiet,
+            partial=partial,
         )
         if dry_run:
             lines = dry_run_lines(outcome)
@@ -419,9 +442,17 @@ def figures(
     """Decoded activations through the network (Fig. 1a / 2) and the least and most uncertain test inputs."""
 
     def action() -> None:
-        from decnn_cli.experiments.figures import make_figures
+        from decnn_cli.experiments.figures import FigureOptions, make_figures
 
-        for path in make_figures(runs, out_dir, inputs, layer, samples, data_root, device or "auto"):
+        options = FigureOptions(
+            out_dir=out_dir,
+            inputs=inputs,
+            layers=tuple(layer or ()),
+            samples=samples,
+            data_root=data_root,
+            device=device or "auto",
+        )
+        for path in make_figures(runs, options):
             out.print(f"wrote {path}")
 
     _guard(action)
@@ -429,10 +460,11 @@ def figures(
 
 @app.command("methods")
 def list_methods() -> None:
-    """List the registered methods."""
-    table = Table("method", "what it is", "predicts with", title="methods")
+    """List the registered methods, in the paper's order, with what they can do."""
+    table = Table("method", "what it is", "predicts with", "decoder", "sampled", "Eq. 7/8", title="methods")
     for name, spec in METHODS.items():
-        table.add_row(name, spec.summary, spec.predictive)
+        flags = [spec.uses_decoder, spec.stochastic, spec.accepts_pretrained_terms]
+        table.add_row(name, spec.summary, spec.predictive, *("yes" if flag else "" for flag in flags))
     out.print(table)
 
 

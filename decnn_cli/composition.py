@@ -15,10 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from decnn_cli import engine
-from decnn_cli.config import RunConfig
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import LossContext
+from decnn_cli.methods import LossContext, PretrainedTerms
 
 
 def load_frozen(path: Path, spec: DataSpec, device: torch.device, role: str, same_classes: bool) -> nn.Module:
@@ -60,14 +59,8 @@ def uniformity_term(m_logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.mean(dim=-1) + math.log(m_logits.shape[-1])).mean()
 
 
-def attach_pretrained_terms(ctx: LossContext, cfg: RunConfig, spec: DataSpec, device: torch.device) -> None:
-    """Add the Eq. 7 / Eq. 8 terms that ``cfg.method`` asks for to ``ctx`` (none by default)."""
-    method = cfg.method
-    if (method.compose_with or method.protect_with) and method.name not in ("decnn", "redecnn"):
-        raise DecnnError(
-            f"--compose-with and --protect-with act on decoded activations; use them with decnn or redecnn, "
-            f"not {method.name}"
-        )
+def attach_pretrained_terms(ctx: LossContext, method: PretrainedTerms, spec: DataSpec, device: torch.device) -> None:
+    """Add the Eq. 7 / Eq. 8 terms that ``method`` asks for to ``ctx`` (none by default)."""
     if method.compose_with is not None:
         m = load_frozen(method.compose_with, spec, device, "pretrained model", same_classes=True)
         weight = method.compose_weight

@@ -1,7 +1,9 @@
 """Typed run configuration: defaults < TOML recipe < first-class CLI options < ``--set section.key=value``.
 
 Every field is documented where it is defined. Sections forbid unknown keys, so a misspelt key in a recipe or
-an override is an error (exit code 2), never a silent default.
+an override is an error (exit code 2), never a silent default. The ``[method]`` section is the exception: its
+keys are declared by the methods themselves. This module imports neither registry: dataset and method names,
+method keys and the dataset defaults are checked and filled by ``decnn_cli.resolve.build_config``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decnn_cli.errors import ConfigError
 
@@ -56,14 +58,10 @@ class DataConfig(_Section):
         0.9, ge=0.0, le=1.0, description="Coloured datasets: P(colour == label-linked colour) in train/val."
     )
 
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from decnn_cli.data import DATASETS
 
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-        return name
+# Classifiers without hidden layers (the pretrained models m of Sec. 4.2): only methods that need no hidden layer
+# (``MethodSpec.needs_hidden_layers``) are built on them.
+ARCHS_WITHOUT_HIDDEN_LAYERS = ("linear", "resnet18")
 
 
 class ModelConfig(_Section):
@@ -85,66 +83,18 @@ class ModelConfig(_Section):
 
 
 class MethodConfig(_Section):
-    name: str = Field("redecnn", description="Method from the registry (`decnn methods` lists them).")
-    beta: float = Field(
-        100.0,
-        ge=0.0,
-        description="Weight of the reconstruction term in Eq. 4 and Eq. 5. The term is a per-pixel MSE (about "
-        "0.02 once trained), so beta ~100 puts it on the scale of the cross-entropy.",
-    )
-    alpha: float = Field(
-        0.3,
-        ge=0.0,
-        le=1.0,
-        description="Geometric down-weighting of recursion depth d in Eq. 5 (alpha^d). The paper gives no value; "
-        "on MNIST with the 8-layer MLP, 0.9 (recursive terms weighing ~5x the direct cross-entropy) stalled "
-        "training, 0.5 (~1x) cost 1.2 accuracy points at 10 epochs, and 0.3 (~0.4x) kept ReDecNN within 0.5 "
-        "points of a standard network at 20 epochs (results/README.md).",
-    )
-    recursion_depth: int = Field(8, ge=1, description="Recursion depth D of ReDecNN (the paper: D = L = 8).")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Drop rate of the dropout and mc-dropout methods.")
-    ensemble_size: int | None = Field(
-        None, ge=1, description="Members of the naive ensemble; unset means D, as in the paper."
-    )
-    prior_sigma1: float = Field(1.0, gt=0.0, description="BayesNN: std of the wide scale-mixture component.")
-    prior_sigma2: float = Field(
-        0.0025, gt=0.0, description="BayesNN: std of the narrow scale-mixture component (e^-6 in Blundell)."
-    )
-    prior_pi: float = Field(0.5, ge=0.0, le=1.0, description="BayesNN: weight of the wide component.")
-    posterior_rho_init: float = Field(
-        -5.0, description="BayesNN: initial rho of the posterior, sigma = log(1 + e^rho) (about 0.007)."
-    )
-    compose_with: Path | None = Field(
-        None, description="Checkpoint of a frozen pretrained model m to compose with (Eq. 7)."
-    )
-    compose_target: Literal["reconstruction", "direct"] = Field(
-        "reconstruction", description="Regularise f(g(h)) towards m(g(h)) (Eq. 7) or towards m(x) (Table 6)."
-    )
-    compose_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 7 divergence.")
-    protect_with: Path | None = Field(
-        None, description="Checkpoint of a frozen classifier of a protected attribute (Eq. 8)."
-    )
-    protect_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 8 uniformity term.")
-    protect_trains_decoder: bool = Field(
-        True,
-        description="Whether the Eq. 8 term also trains the decoder g (the paper's joint objective). False: g's "
-        "weights are held fixed in the decode the term judges, so g cannot learn to hide the attribute from m while "
-        "f keeps it; the gradient reaches f (and the path's earlier decodes) instead.",
-    )
+    """The flat ``[method]`` section: the method's name and the settings of the methods.
 
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, name: str) -> str:
-        from decnn_cli.methods import METHODS
+    Each method declares the keys it reads in its own settings model (``decnn_cli/methods/``); this section
+    accepts any of them, and ``decnn_cli.resolve.build_config`` checks them against the registry: a key that no
+    registered method knows is an error, and a run keeps only the keys its method reads.
+    """
 
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
-        return name
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @property
-    def members(self) -> int:
-        """Ensemble members (derived: ``ensemble_size`` or D)."""
-        return self.ensemble_size or self.recursion_depth
+    name: str | None = Field(
+        None, description="Method from the registry (`decnn methods` lists them); unset: the paper's ReDecNN."
+    )
 
 
 class TrainConfig(_Section):
@@ -181,12 +131,6 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     out_dir: Path = Field(Path("results/runs"), description="Folder that receives one folder per run.")
-
-    @model_validator(mode="after")
-    def _decoder_fits_classifier(self) -> RunConfig:
-        if self.model.arch in ("linear", "resnet18") and self.method.name not in ("standard", "dropout"):
-            raise ValueError(f"arch {self.model.arch!r} has no hidden layers to decode; use it with method 'standard'")
-        return self
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -251,12 +195,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"recipe {path} is not valid TOML ({err}); fix the file") from err
 
 
-def build_config(
+def merge_sources(
     recipe: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
-) -> RunConfig:
-    """Resolve one RunConfig from a recipe's run sections, CLI options and ``--set`` overrides (in that order).
+) -> dict[str, Any]:
+    """One raw config dict from a recipe's run sections, CLI options and ``--set`` overrides (in that order).
 
     ``options`` uses dotted keys (``{"method.name": "decnn"}``); ``None`` values are skipped.
     """
@@ -268,22 +212,20 @@ def build_config(
             merged = _deep_merge(merged, _nest(dotted.split("."), value))
     for text in overrides or []:
         merged = _deep_merge(merged, parse_override(text))
-    merged = _dataset_defaults(merged)
+    return merged
+
+
+def validate_config(merged: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a raw config dict; the first invalid key or value is one ConfigError."""
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
 
 
-def _dataset_defaults(merged: dict[str, Any]) -> dict[str, Any]:
-    """Fill batch size and epochs the user left unset with the dataset's defaults (saved resolved)."""
-    from decnn_cli.data import DATASETS
-
-    entry = DATASETS.get(merged.get("data", {}).get("name", DataConfig().name))
-    if entry is None:
-        return merged
-    filled = _deep_merge({"data": {"batch_size": entry.batch_size}, "train": {"epochs": entry.epochs}}, merged)
-    return filled
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, section by section."""
+    return _deep_merge(base, update)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

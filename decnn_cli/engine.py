@@ -289,7 +289,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
             f"checkpoint {path} carries a config this version cannot read ({err}); retrain the run"
         ) from None
     method = get_method(cfg.method.name)
-    model = method.build(cfg, spec)
+    model = method.network(cfg, spec)
     missing, unexpected = _state_mismatch(model, payload["state_dict"])
     if missing or unexpected:
         raise DecnnError(

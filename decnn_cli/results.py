@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from decnn_cli.config import RunConfig
+from decnn_cli.data import DATASETS
+from decnn_cli.methods import METHODS, PretrainedTerms
 
 FINISHED_MARKER = "metrics.json"
 
@@ -64,9 +67,47 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def run_name(cfg: RunConfig, when: datetime | None = None) -> str:
-    """``<dataset>__<method>__seed<k>__<YYYYmmdd-HHMMSS>``."""
+    """``<dataset>__<method>[__<tag>...]__seed<k>__<YYYYmmdd-HHMMSS>`` (tags: ``run_tags``)."""
     stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.data.name}__{cfg.method.name}__seed{cfg.train.seed}__{stamp}"
+    return f"{run_label(cfg)}__seed{cfg.train.seed}__{stamp}"
+
+
+def run_label(cfg: RunConfig) -> str:
+    """``<dataset>__<method>``, then the run's tags, each after ``__``."""
+    return "__".join([cfg.data.name, str(cfg.method.name), *run_tags(cfg)])
+
+
+def run_tags(cfg: RunConfig) -> list[str]:
+    """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target and
+    held-out attribute (where its dataset reads them) and the pretrained models it is composed with or protected
+    by (the name of their run folder, without the dataset). Empty for a run that sets none of these."""
+    entry = DATASETS.get(cfg.data.name)
+    reads = entry.reads if entry is not None else frozenset()
+    data = cfg.data
+    tags = []
+    if "target" in reads and data.target is not None:
+        negated = "negate_target" in reads and data.negate_target
+        tags.append(f"target-{'not-' if negated else ''}{data.target}")
+    if "holdout_attr" in reads and data.holdout_attr is not None:
+        tags.append(f"holdout-{data.holdout_attr}")
+    spec = METHODS.get(str(cfg.method.name))
+    if spec is not None and spec.accepts_pretrained_terms:
+        terms = PretrainedTerms.of(cfg.method)
+        if terms.compose_with is not None:
+            kind = "compose" if terms.compose_target == "reconstruction" else "compose-direct"
+            tags.append(f"{kind}-{_model_name(terms.compose_with, data.name)}")
+        if terms.protect_with is not None:
+            tags.append(f"protect-{_model_name(terms.protect_with, data.name)}")
+    return [re.sub(r"[^A-Za-z0-9._-]+", "-", tag) for tag in tags]
+
+
+def _model_name(checkpoint: Path, dataset: str) -> str:
+    """A checkpoint's run folder name without the dataset (``model.pt`` of a run folder), else its file stem."""
+    name = checkpoint.parent.name if checkpoint.name == "model.pt" and checkpoint.parent.name else checkpoint.stem
+    parts = name.split("__")
+    if len(parts) > 1 and parts[0] == dataset:
+        parts = parts[1:]
+    return "-".join(parts)
 
 
 class RunFolder:
@@ -101,13 +142,12 @@ class RunFolder:
 
 # --- aggregated tables -------------------------------------------------------------------------------
 
-METHOD_ORDER = ["standard", "decnn", "redecnn", "dropout", "mc-dropout", "bayesnn", "ensemble"]
-
 
 def _method_rank(name: str) -> tuple[int, str]:
-    """Paper order for a method name, or for a model name like 'redecnn (Eq. 8)'."""
+    """The registry's order (the paper's rows) for a method name, or for a model name like 'redecnn (Eq. 8)'."""
+    order = list(METHODS)
     base = name.split(" (")[0]
-    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), name)
+    return (order.index(base) if base in order else len(order), name)
 
 
 def merge_rows(path: Path, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:

@@ -17,9 +17,8 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader
 
-from decnn_cli.config import MethodConfig
 from decnn_cli.data.spec import Task
-from decnn_cli.methods import MethodSpec
+from decnn_cli.methods import MethodSettings, MethodSpec
 from decnn_cli.results import save_npz_atomic
 from decnn_cli.tasks import TaskHead
 
@@ -79,7 +78,7 @@ def predict(
     model: nn.Module,
     method: MethodSpec,
     loader: DataLoader,
-    method_cfg: MethodConfig,
+    settings: MethodSettings,
     samples: int,
     task: TaskHead,
     device: torch.device,
@@ -98,7 +97,7 @@ def predict(
             with torch.enable_grad():
                 x = transform(x, y.to(device)).detach()
         p_point = task.probs(point(x).float())
-        p_samples = task.probs(method.sample(model, x, samples, method_cfg).float())  # (S, B, K)
+        p_samples = task.probs(method.sample(model, x, samples, settings).float())  # (S, B, K)
         labels.append(y.numpy())
         point_probs.append(p_point.cpu().numpy())
         mean_probs.append(p_samples.mean(0).cpu().numpy())

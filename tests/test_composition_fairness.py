@@ -12,13 +12,14 @@ import torch
 
 from decnn_cli import composition, engine
 from decnn_cli.cli import app
-from decnn_cli.config import DataConfig, build_config
+from decnn_cli.config import DataConfig
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.fairness import linear_probe_f1
 from decnn_cli.experiments.train import train
 from decnn_cli.methods import LossContext, get_method
+from decnn_cli.resolve import build_config
 from decnn_cli.tasks import TaskHead
 
 TINY = [
@@ -78,9 +79,9 @@ def test_pretrained_model_stays_frozen_while_redecnn_trains(pretrained, monkeypa
     cfg = build_config(overrides=["method.name=redecnn", f"method.compose_with={pretrained['linear']}", *TINY])
     splits = load_splits(cfg.data)
     method = get_method("redecnn")
-    model = method.build(cfg, splits.spec)
-    ctx = LossContext(cfg.method, TaskHead("multiclass"), len(splits.train))
-    composition.attach_pretrained_terms(ctx, cfg, splits.spec, torch.device("cpu"))
+    model = method.network(cfg, splits.spec)
+    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), len(splits.train))
+    composition.attach_pretrained_terms(ctx, method.terms_of(cfg), splits.spec, torch.device("cpu"))
     before = {k: v.clone() for k, v in captured["m"].state_dict().items()}
     history = engine.fit(
         model,
@@ -154,10 +155,10 @@ def test_composition_with_another_class_count_is_a_clear_error(pretrained, tmp_p
 
 
 def test_composition_needs_a_decodable_method(pretrained, tmp_path: Path):
-    cfg = build_config(
-        overrides=["method.name=standard", f"method.compose_with={pretrained['linear']}", f"out_dir={tmp_path}", *TINY]
-    )
     with pytest.raises(DecnnError, match="use them with decnn or redecnn"):
+        cfg = build_config(
+            overrides=["method.name=standard", f"method.compose_with={pretrained['linear']}", f"out_dir={tmp_path}", *TINY]
+        )
         train(cfg, show_progress=False)
 
 
@@ -217,9 +218,9 @@ def test_eq8_term_reaches_the_decoder_only_when_asked(pretrained, method_name: s
     )
     splits = load_splits(cfg.data)
     method = get_method(method_name)
-    model = method.build(cfg, splits.spec)
-    ctx = LossContext(cfg.method, TaskHead("multiclass"), len(splits.train))
-    composition.attach_pretrained_terms(ctx, cfg, splits.spec, torch.device("cpu"))
+    model = method.network(cfg, splits.spec)
+    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), len(splits.train))
+    composition.attach_pretrained_terms(ctx, method.terms_of(cfg), splits.spec, torch.device("cpu"))
     terms = ctx.decoded_terms + ctx.fixed_decoder_terms
     assert len(terms) == 1
     recorded: list[torch.Tensor] = []

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from decnn_cli.config import RunConfig, build_config, config_to_dict, parse_override, read_toml
+from decnn_cli.config import RunConfig, config_to_dict, parse_override, read_toml
 from decnn_cli.errors import ConfigError
+from decnn_cli.resolve import build_config
 
 
 def test_precedence_defaults_recipe_options_overrides():

@@ -159,9 +159,9 @@ def test_real_idx_files_load_with_official_sizes(name: str):
 
 @requires_real_data
 def test_real_mnist_trains_and_fashion_scores_as_more_uncertain(tmp_path: Path):
-    from decnn_cli.config import build_config
-    from decnn_cli.experiments.ood import evaluate_ood
+    from decnn_cli.experiments.ood import OODOptions, evaluate_ood
     from decnn_cli.experiments.train import train
+    from decnn_cli.resolve import build_config
 
     cfg = build_config(
         overrides=[
@@ -179,5 +179,6 @@ def test_real_mnist_trains_and_fashion_scores_as_more_uncertain(tmp_path: Path):
     )
     run = train(cfg, show_progress=False)
     assert run.metrics["test_accuracy"] > 85.0
-    rows = evaluate_ood([run.run_dir], ["fashion"], tmp_path / "results", limit=500, show_progress=False)
+    options = OODOptions(results_dir=tmp_path / "results", outliers=("fashion",), limit=500, show_progress=False)
+    rows = evaluate_ood([run.run_dir], options)
     assert rows[0]["auroc_predictive_entropy"] > 0.6  # clothing is more uncertain than digits

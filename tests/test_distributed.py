@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from decnn_cli.config import build_config
 from decnn_cli.experiments.train import train
+from decnn_cli.resolve import build_config
 
 ARGS = ["train", "--method", "standard", "--subset", "600", "--device", "cpu", "-q"]
 

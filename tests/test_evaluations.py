@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from decnn_cli.cli import app
-from decnn_cli.config import build_config
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.train import train
+from decnn_cli.resolve import build_config
 from tests.conftest import write_mnist_like
 
 TINY = [
@@ -99,9 +99,10 @@ def test_eval_ood_against_another_dataset_and_patches(runner, tiny_runs, tmp_pat
 
 
 def test_eval_ood_corruptions_report_mean_and_stdev(tiny_runs, tmp_path: Path):
-    from decnn_cli.experiments.ood import evaluate_ood
+    from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-    rows = evaluate_ood([tiny_runs["mc-dropout"]], ["corrupt:all@2"], tmp_path, limit=10, show_progress=False)
+    options = OODOptions(results_dir=tmp_path, outliers=("corrupt:all@2",), limit=10, show_progress=False)
+    rows = evaluate_ood([tiny_runs["mc-dropout"]], options)
     outliers = [r["outlier"] for r in rows]
     assert sum(o.startswith("corrupt:") for o in outliers) == 15
     mean = next(r for r in rows if r["outlier"] == "corrupt (mean)")

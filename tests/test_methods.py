@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decnn_cli.config import build_config
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.methods import METHODS, LossContext, get_method
+from decnn_cli.resolve import build_config
 from decnn_cli.tasks import TaskHead
 
 SPEC = DataSpec("toy", (1, 28, 28), 10, "multiclass", tuple("0123456789"), (0.5,), (0.5,))
@@ -18,8 +18,8 @@ def _setup(name: str, extra: list[str] | None = None):
     torch.manual_seed(0)
     cfg = build_config(overrides=[f"method.name={name}", *SMALL, *(extra or [])])
     method = get_method(name)
-    model = method.build(cfg, SPEC)
-    ctx = LossContext(cfg.method, TaskHead("multiclass"), num_train=100)
+    model = method.network(cfg, SPEC)
+    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100)
     x = torch.rand(6, 1, 28, 28)
     y = torch.randint(10, (6,))
     return cfg, method, model, ctx, x, y
@@ -40,7 +40,7 @@ def test_method_trains_one_step_and_outputs_are_well_formed(name: str):
     assert changed > 0
     model.eval()
     with torch.no_grad():
-        samples = method.sample(model, x, 5, cfg.method)
+        samples = method.sample(model, x, 5, ctx.settings)
         point = method.point(model)(x)
     assert point.shape == (6, 10) and torch.isfinite(point).all()
     assert samples.dim() == 3 and samples.shape[1:] == (6, 10) and torch.isfinite(samples).all()
@@ -81,9 +81,9 @@ def test_redecnn_paths_differ_between_samples_and_are_seeded():
     model.eval()
     with torch.no_grad():
         torch.manual_seed(1)
-        a = method.sample(model, x, 8, cfg.method)
+        a = method.sample(model, x, 8, ctx.settings)
         torch.manual_seed(1)
-        b = method.sample(model, x, 8, cfg.method)
+        b = method.sample(model, x, 8, ctx.settings)
     assert torch.equal(a, b)
     assert not torch.allclose(a[0], a[1])
 
@@ -131,6 +131,6 @@ def test_resnet_decoder_reconstructs_input_shaped_images():
     assert decoded.shape == (4, 6, 1, 28, 28) and float(decoded.min()) >= 0 and float(decoded.max()) <= 1
     spec = DataSpec("rgb", (3, 64, 64), 2, "multiclass", ("a", "b"), (0.5,) * 3, (0.5,) * 3)
     cfg = build_config(overrides=["method.name=decnn", "model.decoder=resnet", "model.decoder_channels=4", *SMALL])
-    model = get_method("decnn").build(cfg, spec)
+    model = get_method("decnn").network(cfg, spec)
     _, hidden = model(torch.rand(2, 3, 64, 64))
     assert model.decoder.decode_all(hidden).shape == (4, 2, 3, 64, 64)

@@ -161,38 +161,66 @@ def test_smoke_recipe_runs_every_stage_end_to_end(tmp_path: Path):
 def test_run_locks_keep_two_reproduce_processes_apart(tmp_path: Path):
     import os
 
-    from decnn_cli.experiments.reproduce import _claim, _lock, _release
+    from decnn_cli.experiments.reproduce.locking import claim, lock_path, release
 
     folder = tmp_path / "runs" / "digits__standard__abc__seed0"
-    assert _claim(folder)
-    assert _lock(folder).read_text() == str(os.getpid())
-    _lock(folder).write_text("1")  # held by a live process (pid 1)
-    assert not _claim(folder)
-    _lock(folder).write_text("999999999")  # held by a process that no longer exists: stale
-    assert _claim(folder)
-    _release(folder)
-    assert not _lock(folder).exists()
+    assert claim(folder)
+    assert lock_path(folder).read_text() == str(os.getpid())
+    lock_path(folder).write_text("1")  # held by a live process (pid 1)
+    assert not claim(folder)
+    lock_path(folder).write_text("999999999")  # held by a process that no longer exists: stale
+    assert claim(folder)
+    release(folder)
+    assert not lock_path(folder).exists()
 
 
 def test_a_lock_held_by_another_users_process_is_respected(tmp_path: Path, monkeypatch):
-    from decnn_cli.experiments import reproduce as rep
+    from decnn_cli.experiments.reproduce import locking
 
     folder = tmp_path / "runs" / "digits__standard__abc__seed0"
     folder.parent.mkdir()
-    rep._lock(folder).write_text("4242")
+    locking.lock_path(folder).write_text("4242")
 
     def not_permitted(pid: int, signal: int) -> None:
         raise PermissionError  # what os.kill says of a live process that belongs to another user
 
-    monkeypatch.setattr(rep.os, "kill", not_permitted)
-    assert not rep._claim(folder)
-    assert rep._lock(folder).read_text() == "4242"
+    monkeypatch.setattr(locking.os, "kill", not_permitted)
+    assert not locking.claim(folder)
+    assert locking.lock_path(folder).read_text() == "4242"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process states are read from /proc (Linux)")
+def test_a_lock_held_by_a_zombie_process_is_stale(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from decnn_cli.experiments.reproduce.locking import claim, lock_path, pid_alive
+
+    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
+    folder.parent.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # Not yet reaped, the exited child stays in the process table as a zombie: os.kill(pid, 0) still succeeds.
+        for _ in range(200):
+            if Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the child process did not exit")
+        lock_path(folder).write_text(str(child.pid))
+        assert not pid_alive(child.pid)
+        assert claim(folder)
+        assert lock_path(folder).read_text() == str(os.getpid())
+    finally:
+        child.wait()
 
 
 def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini: Path, tmp_path: Path, monkeypatch):
     import os
 
-    import decnn_cli.experiments.reproduce as rep
+    from decnn_cli.experiments.reproduce import evaluations, locking
 
     results = tmp_path / "results"
     reproduce(mini, results, out_dir=tmp_path / "runs", show_progress=False)
@@ -201,26 +229,49 @@ def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini:
     runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
     theirs, ours = runs[0].folder.name, runs[1].folder.name
     full[~full["run"].isin([theirs, ours])].to_csv(staging / "calibration.csv", index=False)
-    rep._lock(staging / f"calibration__{theirs}").write_text(str(os.getpid()))  # a live process holds it
+    locking.lock_path(staging / f"calibration__{theirs}").write_text(str(os.getpid()))  # a live process holds it
 
     evaluated: list[str] = []
-    monkeypatch.setattr(rep, "_run_evaluation", lambda ev, folders, *a: evaluated.extend(f.name for f in folders))
+    monkeypatch.setattr(
+        evaluations, "run_evaluation", lambda ev, folders, *a: evaluated.extend(f.name for f in folders)
+    )
 
     def other_process_finishes(_seconds: float) -> None:
         merged = pd.concat([pd.read_csv(staging / "calibration.csv"), full[full["run"] == theirs]])
         merged.to_csv(staging / "calibration.csv", index=False)
-        rep._release(staging / f"calibration__{theirs}")
+        locking.release(staging / f"calibration__{theirs}")
 
-    monkeypatch.setattr(rep.time, "sleep", other_process_finishes)
+    monkeypatch.setattr(evaluations.time, "sleep", other_process_finishes)
     evaluation = load_recipe(mini).evaluations[0]
-    rows = rep._evaluate(evaluation, runs, staging, None, "cpu", None)
+    rows = evaluations.evaluate(evaluation, runs, staging, None, "cpu", None)
     assert evaluated == [ours]  # ours is evaluated here; theirs is waited for, not evaluated twice
     assert theirs in {row["run"] for row in rows}
+
+
+# One published folder per method (Table 1a, MNIST, seed 0), named before each method declared its own settings:
+# a refactoring or a new config key must not rename them.
+PUBLISHED = {
+    "standard": "mnist__standard__5dfb0344__seed0",
+    "decnn": "mnist__decnn__ad305ccd__seed0",
+    "redecnn": "mnist__redecnn__d40e49de__seed0",
+    "dropout": "mnist__dropout__d8af286f__seed0",
+    "mc-dropout": "mnist__mc-dropout__9327b43d__seed0",
+    "bayesnn": "mnist__bayesnn__c1137fb4__seed0",
+    "ensemble": "mnist__ensemble__961d6502__seed0",
+}
 
 
 def test_published_run_folders_keep_their_names():
     # Committed results name their runs; a new config key must not rename them (it is hashed only when set).
     names = {r.folder.name for r in plan(load_recipe(RECIPES / "table5" / "cpu.toml"))}
     assert {"mnist__redecnn__f2053ec1__seed0", "mnist__standard__74a1b8d8__seed0"} <= names
+    table1a = plan(load_recipe(RECIPES / "table1a" / "cpu.toml"))
+    table1a = {r.method: r.folder.name for r in table1a if r.seed == 0 and r.dataset == "mnist"}
+    assert {m: table1a[m] for m in PUBLISHED} == PUBLISHED
+    # Set away from its default, the key does rename the runs that read it (those with an Eq. 8 protector) ...
+    protected = [r for r in plan(load_recipe(RECIPES / "table8" / "cpu.toml")) if r.stage == "protected"]
+    changed = plan(load_recipe(RECIPES / "table8" / "cpu.toml"), overrides=["method.protect_trains_decoder=false"])
+    assert not {r.folder.name for r in protected} & {r.folder.name for r in changed}
+    # ... and not the runs that ignore it.
     runs = plan(load_recipe(RECIPES / "table5" / "cpu.toml"), overrides=["method.protect_trains_decoder=false"])
-    assert "mnist__redecnn__f2053ec1__seed0" not in {r.folder.name for r in runs}
+    assert "mnist__redecnn__f2053ec1__seed0" in {r.folder.name for r in runs}

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from decnn_cli.config import build_config
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.methods import get_method
 from decnn_cli.models.bayesian import BayesLinear, ScaleMixturePrior, total_kl
+from decnn_cli.resolve import build_config
 
 SPEC = DataSpec("toy", (1, 8, 8), 4, "multiclass", tuple("abcd"), (0.5,), (0.5,))
 SMALL = ["model.depth=3", "model.width=16", "model.decoder_width=32", "method.recursion_depth=2", "method.dropout=0.5"]
@@ -20,20 +20,20 @@ def _model(name: str):
     torch.manual_seed(0)
     cfg = build_config(overrides=[f"method.name={name}", *SMALL])
     method = get_method(name)
-    model = method.build(cfg, SPEC).eval()
-    return cfg, method, model
+    model = method.network(cfg, SPEC).eval()
+    return method.settings_of(cfg), method, model
 
 
 @pytest.mark.parametrize("name", ["redecnn", "mc-dropout", "bayesnn", "ensemble"])
 def test_stochastic_samplers_give_distinct_seeded_samples(name: str):
-    cfg, method, model = _model(name)
+    settings, method, model = _model(name)
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
         torch.manual_seed(3)
-        a = method.sample(model, x, 6, cfg.method)
+        a = method.sample(model, x, 6, settings)
         torch.manual_seed(3)
-        b = method.sample(model, x, 6, cfg.method)
-    expected = cfg.method.members if name == "ensemble" else 6
+        b = method.sample(model, x, 6, settings)
+    expected = settings.members if name == "ensemble" else 6
     assert a.shape == (expected, 5, 4)
     assert torch.equal(a, b)
     distinct = {tuple(a[i].flatten().tolist()) for i in range(a.shape[0])}
@@ -42,31 +42,31 @@ def test_stochastic_samplers_give_distinct_seeded_samples(name: str):
 
 @pytest.mark.parametrize("name", ["standard", "decnn", "dropout"])
 def test_deterministic_methods_give_one_repeatable_sample(name: str):
-    cfg, method, model = _model(name)
+    settings, method, model = _model(name)
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
-        a = method.sample(model, x, 6, cfg.method)
-        b = method.sample(model, x, 6, cfg.method)
+        a = method.sample(model, x, 6, settings)
+        b = method.sample(model, x, 6, settings)
     assert a.shape == (1, 5, 4) and torch.equal(a, b)
 
 
 def test_mc_dropout_is_stochastic_at_eval_and_dropout_is_not():
-    cfg, method, model = _model("mc-dropout")
+    settings, method, model = _model("mc-dropout")
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
-        samples = method.sample(model, x, 4, cfg.method)
+        samples = method.sample(model, x, 4, settings)
         assert not torch.allclose(samples[0], samples[1])
         point_a, point_b = method.point(model)(x), method.point(model)(x)
     assert torch.equal(point_a, point_b)  # dropout off for the plain forward pass in eval mode
     assert not any(m.training for m in model.modules())  # the sampler restored eval mode
-    cfg, method, model = _model("dropout")
+    settings, method, model = _model("dropout")
     with torch.no_grad():
-        assert torch.equal(method.sample(model, x, 4, cfg.method), method.sample(model, x, 4, cfg.method))
+        assert torch.equal(method.sample(model, x, 4, settings), method.sample(model, x, 4, settings))
 
 
 def test_bayesnn_kl_is_positive_finite_and_matches_closed_form_for_a_gaussian_prior():
     torch.manual_seed(0)
-    cfg, method, model = _model("bayesnn")
+    settings, method, model = _model("bayesnn")
     model.train()
     model(torch.rand(3, 1, 8, 8))
     kl = total_kl(model)
@@ -99,7 +99,7 @@ def test_bayesnn_vectorised_samples_match_one_at_a_time_statistics():
 
 
 def test_posterior_mean_classifier_is_deterministic():
-    cfg, method, model = _model("bayesnn")
+    settings, method, model = _model("bayesnn")
     x = torch.rand(4, 1, 8, 8)
     point = method.point(model)
     with torch.no_grad():

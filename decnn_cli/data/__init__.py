@@ -1,52 +1,87 @@
 """Datasets by name -> seeded (train, val, test) splits with inputs in [0, 1].
 
-One explicit registry: the CLI's choices and the tests' parametrisation both come from ``DATASETS``.
+One explicit registry: the CLI's choices and the tests' parametrisation both come from ``DATASETS``. Importing
+it imports no torch: each entry names its loader, which is imported when a run loads the dataset.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from decnn_cli.config import DataConfig
-from decnn_cli.data import celeba, colored, digits, mnist, speech
-from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.errors import DecnnError
+
+if TYPE_CHECKING:
+    from decnn_cli.config import DataConfig
+    from decnn_cli.data.spec import Splits
+
+
+def _loader(module: str, function: str = "load", *args: Any) -> Callable[[DataConfig], Splits]:
+    """``decnn_cli.data.<module>.<function>(cfg, *args)``, imported on first use (loaders import torch)."""
+
+    def load(cfg: DataConfig) -> Splits:
+        return getattr(importlib.import_module(f"decnn_cli.data.{module}"), function)(cfg, *args)
+
+    return load
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset; ``batch_size`` and ``epochs`` are its defaults when a run does not set them."""
+    """A registered dataset; ``batch_size`` and ``epochs`` are its defaults when a run does not set them.
+
+    ``reads`` names the optional ``[data]`` keys its loader reads (target, held-out attribute, ...): a run of
+    another dataset ignores them, so they neither name nor key its folder.
+    """
 
     summary: str
     load: Callable[[DataConfig], Splits]
     needs_root: bool
     batch_size: int = 128
     epochs: int = 10
+    reads: frozenset[str] = frozenset()
 
+
+_COLORED = frozenset({"target", "color_correlation"})
 
 DATASETS: dict[str, DatasetEntry] = {
     # 1,293 training images: small batches and more epochs give the ~800 steps that the default run needs.
     "digits": DatasetEntry(
-        "scikit-learn's 1,797 bundled digits at 28x28 (offline default)", digits.load, False, batch_size=32, epochs=20
-    ),
-    "mnist": DatasetEntry("MNIST, 28x28 grayscale digits", lambda cfg: mnist.load(cfg, "mnist"), True),
-    "fashion": DatasetEntry("Fashion-MNIST, 28x28 grayscale clothing", lambda cfg: mnist.load(cfg, "fashion"), True),
-    "colored-digits": DatasetEntry(
-        "bundled digits painted red/green, colour correlated with the class in training (offline)",
-        lambda cfg: colored.load(cfg, "digits"),
+        "scikit-learn's 1,797 bundled digits at 28x28 (offline default)",
+        _loader("digits"),
         False,
         batch_size=32,
         epochs=20,
     ),
+    "mnist": DatasetEntry("MNIST, 28x28 grayscale digits", _loader("mnist", "load", "mnist"), True),
+    "fashion": DatasetEntry("Fashion-MNIST, 28x28 grayscale clothing", _loader("mnist", "load", "fashion"), True),
+    "colored-digits": DatasetEntry(
+        "bundled digits painted red/green, colour correlated with the class in training (offline)",
+        _loader("colored", "load", "digits"),
+        False,
+        batch_size=32,
+        epochs=20,
+        reads=_COLORED,
+    ),
     "colored-mnist": DatasetEntry(
         "MNIST painted red/green, colour correlated with the class in training",
-        lambda cfg: colored.load(cfg, "mnist"),
+        _loader("colored", "load", "mnist"),
         True,
+        reads=_COLORED,
     ),
-    "celeba": DatasetEntry("CelebA aligned faces at 64x64 RGB, 40 attributes", celeba.load, True),
-    "audiomnist": DatasetEntry("AudioMNIST spoken digits as 32x32 log-mel spectrograms", speech.load_audiomnist, True),
-    "fluent": DatasetEntry("Fluent Speech Commands, 6 actions, 32x32 log-mel spectrograms", speech.load_fluent, True),
+    "celeba": DatasetEntry(
+        "CelebA aligned faces at 64x64 RGB, 40 attributes",
+        _loader("celeba"),
+        True,
+        reads=frozenset({"target", "negate_target", "holdout_attr"}),
+    ),
+    "audiomnist": DatasetEntry(
+        "AudioMNIST spoken digits as 32x32 log-mel spectrograms", _loader("speech", "load_audiomnist"), True
+    ),
+    "fluent": DatasetEntry(
+        "Fluent Speech Commands, 6 actions, 32x32 log-mel spectrograms", _loader("speech", "load_fluent"), True
+    ),
 }
 
 
@@ -61,4 +96,4 @@ def load_splits(cfg: DataConfig) -> Splits:
     return get_dataset(cfg.name).load(cfg)
 
 
-__all__ = ["DATASETS", "DataSpec", "DatasetEntry", "Splits", "get_dataset", "load_splits"]
+__all__ = ["DATASETS", "DatasetEntry", "get_dataset", "load_splits"]

@@ -9,18 +9,18 @@ accuracy under attack, and the ROC-AUC of detecting adversarial inputs (positive
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torchattacks
-from rich.progress import Progress
 from torch import nn
 from torch.utils.data import Subset
 
 from decnn_cli import metrics
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import EvalOptions, load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.experiments.ood import save_pooled_roc_curves, save_run_scores, separation_row
 from decnn_cli.results import write_tables
 from decnn_cli.uncertainty import uncertainty_scores
@@ -51,30 +51,32 @@ def make_attack(name: str, model: nn.Module, eps: float) -> torchattacks.Attack:
     return ATTACKS[name](model, eps)
 
 
-def evaluate_attack(
-    run_paths: list[Path],
-    attack: str = "fgsm",
-    eps: float = 0.1,
-    results_dir: Path = Path("results"),
-    table: str = "attack",
-    samples: int | None = None,
-    limit: int | None = None,
-    data_root: Path | None = None,
-    device: str = "auto",
-    show_progress: bool = True,
-    progress: Progress | None = None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class AttackOptions(EvalOptions):
+    """``attack`` (a key of ``ATTACKS``) with L-inf budget ``eps`` on inputs in [0, 1]; ``samples``: N sampled
+    predictions per input (default: each run's ``eval.samples``); ``limit``: attack the first test inputs only."""
+
+    table: str = "attack"
+    attack: str = "fgsm"
+    eps: float = 0.1
+    samples: int | None = None
+    limit: int | None = None
+
+
+def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOptions()) -> list[dict[str, Any]]:
     """Attack every run on (the first ``limit`` of) its test split; merge rows into ``results/<table>``."""
+    o = options
+    attack, eps, results_dir, table, limit, samples = o.attack, o.eps, o.results_dir, o.table, o.limit, o.samples
     rows = []
     pooled: dict[tuple[str, str], dict[str, list]] = {}
-    with progress_or_new(progress, show_progress) as progress:
+    with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, device)
+            run = load_run(path, o.device)
             if run.spec.task != "multiclass":
                 raise DecnnError(f"run {path.name} is multi-label; attacks here need a single-label classifier")
             target = run.method.point(run.model).eval()
             adversary = make_attack(attack, target, eps)
-            test = test_splits(run, data_root).test
+            test = test_splits(run, o.data_root).test
             if limit is not None and limit < len(test):
                 test = Subset(test, range(limit))
             n = samples or run.cfg.eval.samples

@@ -1,8 +1,8 @@
 """``decnn bench``: training-step time, memory and FLOPs of every method side by side in one process (Table 10).
 
-All methods share the classifier, the batch and the device; ratios are to ``standard`` measured in the same run,
-so machine noise that is common to all of them cancels. Achieved FLOP/s is reported as a fraction of a dense
-matmul peak measured in the same run (fp32 on CPU, bf16 on CUDA).
+All methods share the classifier, the batch and the device; ratios are to the baseline (the plain classifier)
+measured in the same run, so machine noise that is common to all of them cancels. Achieved FLOP/s is reported
+as a fraction of a dense matmul peak measured in the same run (fp32 on CPU, bf16 on CUDA).
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from decnn_cli import engine
-from decnn_cli.config import build_config
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import METHODS, LossContext, get_method
+from decnn_cli.methods import BASELINE, METHODS, LossContext, get_method
+from decnn_cli.resolve import build_config
 from decnn_cli.results import write_tables
 from decnn_cli.tasks import TaskHead
 
-DEFAULT_METHODS = ("standard", "decnn", "redecnn", "dropout", "mc-dropout", "bayesnn", "ensemble")
 SECTIONS = [
     ("step_ms", "Training step (ms)", 2),
-    ("step_ratio", "Training step time / standard's (Table 10 compares 1.0 : 5.9 DecNN : 7.1 ReDecNN on MNIST)", 2),
+    (
+        "step_ratio",
+        f"Training step time / {BASELINE}'s (Table 10 compares 1.0 : 5.9 DecNN : 7.1 ReDecNN on MNIST)",
+        2,
+    ),
     ("gflop_per_step", "GFLOP per training step (forward + backward)", 3),
     ("flop_utilisation", "Achieved FLOP/s as a share of the measured dense-matmul peak", 3),
     ("memory_mb", "Peak memory per step (MB): CUDA allocator peak, or saved activations on CPU", 1),
@@ -104,9 +107,10 @@ def prepare(
     """Build ``name`` with ``decoder``; count its FLOPs and memory for one step; return its step and sampler."""
     cfg = build_config(overrides=[f"method.name={name}", f"model.decoder={decoder}", *overrides])
     method = get_method(name)
+    settings = method.settings_of(cfg)
     engine.seed_everything(0)
-    model = engine.accelerate(method.build(cfg, spec).to(device), cfg.train, device)
-    ctx = LossContext(cfg.method, TaskHead("multiclass"), num_train=60000)
+    model = engine.accelerate(method.build(cfg.model, settings, spec).to(device), cfg.train, device)
+    ctx = LossContext(settings, TaskHead("multiclass"), num_train=60000)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.rand(batch, *spec.in_shape, device=device)
     y = torch.randint(spec.num_outputs, (batch,), device=device)
@@ -127,7 +131,7 @@ def prepare(
         model.eval()
         with engine.autocast(device, amp):
             for chunk in x_eval.split(batch):  # as evaluation does: N samples of one batch at a time
-                method.sample(model, chunk, samples, cfg.method)
+                method.sample(model, chunk, samples, settings)
 
     model.train()
     with FlopCounterMode(display=False) as counter:
@@ -181,71 +185,78 @@ def measure_interleaved(subjects: list[Subject], device: torch.device, repeats: 
         }
 
 
-def run_bench(
-    methods: list[str] | None = None,
-    decoders: list[str] | None = None,
-    overrides: list[str] | None = None,
-    in_shape: tuple[int, int, int] = (1, 28, 28),
-    batch: int = 128,
-    samples: int = 32,
-    repeats: int = 20,
-    warmup: int = 3,
-    sample_inputs: int = 1000,
-    device: str = "auto",
-    amp: bool = True,
-    results_dir: Path = Path("results"),
-    table: str = "bench",
-) -> list[dict[str, Any]]:
-    """Measure every method for every decoder; add ratios to standard and the FLOP utilisation; write tables."""
-    methods = list(methods or DEFAULT_METHODS)
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``decnn bench`` measures and where it writes.
+
+    ``methods`` default to every registered method (the baseline is always measured: ratios are to it);
+    ``decoders`` to both; ``overrides`` are ``--set`` overrides of every method's config.
+    """
+
+    methods: tuple[str, ...] = ()
+    decoders: tuple[str, ...] = ("mlp", "resnet")
+    overrides: tuple[str, ...] = ()
+    in_shape: tuple[int, int, int] = (1, 28, 28)
+    batch: int = 128
+    samples: int = 32
+    repeats: int = 20
+    warmup: int = 3
+    sample_inputs: int = 1000
+    device: str = "auto"
+    amp: bool = True
+    results_dir: Path = Path("results")
+    table: str = "bench"
+
+
+def run_bench(options: BenchOptions = BenchOptions()) -> list[dict[str, Any]]:
+    """Measure every method for every decoder; add ratios to the baseline and the FLOP utilisation; write tables."""
+    o = options
+    methods = list(o.methods or METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise DecnnError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    if "standard" not in methods:
-        methods.insert(0, "standard")
-    dev = engine.resolve_device(device)
+    if BASELINE not in methods:
+        methods.insert(0, BASELINE)
+    dev = engine.resolve_device(o.device)
     spec = DataSpec(
         "bench",
-        in_shape,
+        o.in_shape,
         10,
         "multiclass",
         tuple(str(i) for i in range(10)),
-        (0.5,) * in_shape[0],
-        (0.25,) * in_shape[0],
+        (0.5,) * o.in_shape[0],
+        (0.25,) * o.in_shape[0],
     )
     peak = matmul_peak(dev)
     rows = []
-    for decoder in decoders or ["mlp", "resnet"]:
+    for decoder in o.decoders:
         subjects = [
-            prepare(m, decoder, spec, list(overrides or []), batch, samples, dev, amp, sample_inputs) for m in methods
+            prepare(m, decoder, spec, list(o.overrides), o.batch, o.samples, dev, o.amp, o.sample_inputs)
+            for m in methods
         ]
-        measure_interleaved(subjects, dev, repeats, warmup)
+        measure_interleaved(subjects, dev, o.repeats, o.warmup)
         measured = [subject.row for subject in subjects]
         del subjects
-        base = next(r for r in measured if r["method"] == "standard")
-        ensemble = next((r for r in measured if r["method"] == "ensemble"), None)
+        base = next(r for r in measured if r["method"] == BASELINE)
         for row in measured:
             row["step_ratio"] = row["step_ms"] / base["step_ms"]
-            row["redecnn_over_ensemble"] = (
-                row["step_ms"] / ensemble["step_ms"] if ensemble and row["method"] == "redecnn" else float("nan")
-            )
             row["flop_utilisation"] = row["achieved_gflops"] * 1e9 / peak
             row["peak_gflops"] = peak / 1e9
             row["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)
             row["threads"] = torch.get_num_threads()
         rows += measured
     for row in rows:
-        row["run"] = f"{row['device']}|{row['decoder']}|{row['method']}|b{batch}"
+        row["run"] = f"{row['device']}|{row['decoder']}|{row['method']}|b{o.batch}"
     write_tables(
-        results_dir,
-        table,
+        o.results_dir,
+        o.table,
         rows,
         key=["run"],
         sections=SECTIONS,
         columns=["device", "decoder"],
-        preamble=f"Written by `decnn bench`: median of {repeats} timed training steps after {warmup} warm-up steps, "
-        f"batch {batch}, all methods in one process, timed round by round (one step of each method per round); "
-        f"dense-matmul peak {peak / 1e9:.0f} GFLOP/s measured in the same run; sampling: N = {samples} "
-        f"predictions for each of {sample_inputs} inputs, reported per 1,000.",
+        preamble=f"Written by `decnn bench`: median of {o.repeats} timed training steps after {o.warmup} warm-up "
+        f"steps, batch {o.batch}, all methods in one process, timed round by round (one step of each method per "
+        f"round); dense-matmul peak {peak / 1e9:.0f} GFLOP/s measured in the same run; sampling: N = {o.samples} "
+        f"predictions for each of {o.sample_inputs} inputs, reported per 1,000.",
     )
     return rows

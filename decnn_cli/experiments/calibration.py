@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 
 from decnn_cli import metrics, plots
 from decnn_cli.engine import progress_or_new
-from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import EvalOptions, load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, Predictions, decision_scores
 
@@ -25,15 +25,16 @@ TABLE_SECTIONS = [
 ]
 
 
+@dataclass(frozen=True)
+class CalibrationOptions(EvalOptions):
+    """``samples``: N sampled predictions per input (default: each run's ``eval.samples``)."""
+
+    table: str = "calibration"
+    samples: int | None = None
+
+
 def evaluate_calibration(
-    run_paths: list[Path],
-    results_dir: Path = Path("results"),
-    table: str = "calibration",
-    samples: int | None = None,
-    data_root: Path | None = None,
-    device: str = "auto",
-    show_progress: bool = True,
-    progress: Progress | None = None,
+    run_paths: list[Path], options: CalibrationOptions = CalibrationOptions()
 ) -> list[dict[str, Any]]:
     """Evaluate each run on its test split and merge one row per run into ``results/<table>.{csv,md}``.
 
@@ -41,13 +42,15 @@ def evaluate_calibration(
     and every uncertainty score per example) and ``reliability.png``; ``results/<table>_reliability.png``
     shows one diagram per dataset and model, seeds pooled.
     """
+    o = options
+    results_dir, table = o.results_dir, o.table
     rows = []
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray, str, int]]] = {}
-    with progress_or_new(progress, show_progress) as progress:
+    with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, device)
-            n = samples or run.cfg.eval.samples
-            splits = test_splits(run, data_root)
+            run = load_run(path, o.device)
+            n = o.samples or run.cfg.eval.samples
+            splits = test_splits(run, o.data_root)
             pred = predict_split(run, splits.test, n, progress, f"{path.name[:40]}")
             bins = run.cfg.eval.ece_bins
             probs = pred.probs

@@ -13,14 +13,28 @@ from rich.progress import Progress
 
 from decnn_cli import engine
 from decnn_cli.config import DataConfig, RunConfig
-from decnn_cli.data import Splits, load_splits
-from decnn_cli.data.spec import DataSpec
+from decnn_cli.data import load_splits
+from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import MethodSpec
+from decnn_cli.methods import MethodSettings, MethodSpec, PretrainedTerms
 from decnn_cli.results import FINISHED_MARKER
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What every evaluation of run folders shares: where its rows go (``results_dir/<table>.{csv,md}``), the
+    data root (else each run's own, or $DECNN_DATA_ROOT), the device, and the progress display (``progress``:
+    one to add bars to, else a new one unless ``show_progress`` is off)."""
+
+    results_dir: Path = Path("results")
+    table: str = "evaluation"
+    data_root: Path | None = None
+    device: str = "auto"
+    show_progress: bool = True
+    progress: Progress | None = None
 
 
 @dataclass
@@ -34,6 +48,11 @@ class Run:
     model: torch.nn.Module
     metrics: dict[str, Any]
     device: torch.device
+
+    @property
+    def settings(self) -> MethodSettings:
+        """The method's own settings in the run's config."""
+        return self.method.settings_of(self.cfg)
 
     @property
     def task(self) -> TaskHead:
@@ -64,11 +83,12 @@ def _pretrained_arch(path: Path) -> str:
 
 def run_variant(cfg: RunConfig) -> str:
     """'none', or the pretrained-model terms a run was trained with: 'Eq. 7: linear', 'direct: resnet18', 'Eq. 8'."""
+    terms = PretrainedTerms.of(cfg.method)
     parts = []
-    if cfg.method.compose_with is not None:
-        kind = "Eq. 7" if cfg.method.compose_target == "reconstruction" else "direct"
-        parts.append(f"{kind}: {_pretrained_arch(cfg.method.compose_with)}")
-    if cfg.method.protect_with is not None:
+    if terms.compose_with is not None:
+        kind = "Eq. 7" if terms.compose_target == "reconstruction" else "direct"
+        parts.append(f"{kind}: {_pretrained_arch(terms.compose_with)}")
+    if terms.protect_with is not None:
         parts.append("Eq. 8")
     return ", ".join(parts) or "none"
 
@@ -120,7 +140,7 @@ def predict_split(
         run.model,
         run.method,
         loader,
-        run.cfg.method,
+        run.settings,
         samples,
         run.task,
         run.device,

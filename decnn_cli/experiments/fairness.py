@@ -3,12 +3,12 @@ attribute on the frozen last hidden layer (Table 8)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
 from sklearn.pipeline import make_pipeline
@@ -20,7 +20,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.common import Run, data_config, load_run, predict_split, resolve_runs
+from decnn_cli.experiments.common import EvalOptions, Run, data_config, load_run, predict_split, resolve_runs
 from decnn_cli.models.bayesian import use_posterior_mean
 from decnn_cli.results import write_tables
 
@@ -108,25 +108,24 @@ def probe_halves(n: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     return order[:half], order[half : 2 * half]
 
 
-def evaluate_fairness(
-    run_paths: list[Path],
-    protected: str | None = None,
-    results_dir: Path = Path("results"),
-    table: str = "fairness",
-    probe_examples: int = 5000,
-    data_root: Path | None = None,
-    device: str = "auto",
-    show_progress: bool = True,
-    progress: Progress | None = None,
-) -> list[dict[str, Any]]:
-    """Group metrics of the task and the protected-attribute probe for every run; rows into ``results/<table>``.
+@dataclass(frozen=True)
+class FairnessOptions(EvalOptions):
+    """``protected`` names the attribute (CelebA; the coloured datasets always carry their colour);
+    ``probe_examples``: test examples in each half (fit / score) of the linear probe."""
 
-    ``protected`` names the attribute (CelebA); the coloured datasets always carry their colour.
-    """
+    table: str = "fairness"
+    protected: str | None = None
+    probe_examples: int = 5000
+
+
+def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = FairnessOptions()) -> list[dict[str, Any]]:
+    """Group metrics of the task and the protected-attribute probe for every run; rows into ``results/<table>``."""
+    o = options
+    protected, results_dir, table = o.protected, o.results_dir, o.table
     rows = []
-    with progress_or_new(progress, show_progress) as progress:
+    with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, device)
+            run = load_run(path, o.device)
             if run.spec.task != "multiclass":
                 raise DecnnError(
                     f"run {path.name} is multi-label; fairness needs one task attribute (--set data.target=...)"
@@ -136,7 +135,7 @@ def evaluate_fairness(
                 if protected is None:
                     raise DecnnError("name the protected CelebA attribute with --protected, e.g. --protected Bald")
                 changes["protected"] = protected
-            splits = load_splits(data_config(run, data_root, **changes))
+            splits = load_splits(data_config(run, o.data_root, **changes))
             # Only the predictive distribution is needed: sample just for methods that predict with a sample mean.
             samples = run.cfg.eval.samples if run.method.predictive == "sample-mean" else 1
             pred = predict_split(run, splits.test, samples, progress, f"{path.name[:40]}")
@@ -158,7 +157,7 @@ def evaluate_fairness(
             # datasets' training split the colour is correlated with the label, so a probe fitted there could
             # find it through the label alone; at test the two are independent.
             features = last_hidden(run, splits.test)
-            fit, score = probe_halves(len(groups), probe_examples, run.cfg.data.split_seed)
+            fit, score = probe_halves(len(groups), o.probe_examples, run.cfg.data.split_seed)
             row |= linear_probe_f1(features[fit], groups[fit], features[score], groups[score])
             row["group_names"] = " / ".join(splits.spec.group_names)
             rows.append(row)

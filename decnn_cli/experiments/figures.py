@@ -3,6 +3,7 @@ most and least uncertain about (the paper's Appendix A.5)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +16,33 @@ from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, 
 from decnn_cli.uncertainty import uncertainty_scores
 
 
-def make_figures(
-    run_paths: list[Path],
-    out_dir: Path = Path("results/figures"),
-    inputs: int = 6,
-    layers: list[int] | None = None,
-    samples: int | None = None,
-    data_root: Path | None = None,
-    device: str = "auto",
-) -> list[Path]:
-    """For every run: ``<run>_decodings.png`` (inputs, then the decodings of ``layers``; default every second
-    layer, as in Fig. 2) for decodable methods, and ``<run>_uncertainty.png`` (top row: the ``inputs`` test
-    inputs with the lowest vote entropy; bottom row: the highest)."""
+@dataclass(frozen=True)
+class FigureOptions:
+    """``out_dir`` receives the PNGs; ``inputs`` test inputs per figure; ``layers`` to decode (1-based; default
+    every second layer, as in Fig. 2); ``samples``: N sampled predictions (default: each run's ``eval.samples``)."""
+
+    out_dir: Path = Path("results/figures")
+    inputs: int = 6
+    layers: tuple[int, ...] = ()
+    samples: int | None = None
+    data_root: Path | None = None
+    device: str = "auto"
+
+
+def make_figures(run_paths: list[Path], options: FigureOptions = FigureOptions()) -> list[Path]:
+    """For every run: ``<run>_decodings.png`` (inputs, then the decodings of the chosen layers) for methods
+    with a decoder, and ``<run>_uncertainty.png`` (top row: the test inputs with the lowest vote entropy;
+    bottom row: the highest)."""
+    o = options
+    out_dir, inputs, samples = o.out_dir, o.inputs, o.samples
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in resolve_runs(run_paths):
-        run = load_run(path, device)
-        test = test_splits(run, data_root).test
+        run = load_run(path, o.device)
+        test = test_splits(run, o.data_root).test
         if run.method.uses_decoder:
             depth = len(run.model.decoder.adapters) if run.model.decoder.adapters is not None else run.cfg.model.depth
-            chosen = layers or list(range(2, depth + 1, 2)) or [1]
+            chosen = list(o.layers) or list(range(2, depth + 1, 2)) or [1]
             if max(chosen) > depth or min(chosen) < 1:
                 raise DecnnError(f"--layer must lie in 1..{depth} for run {path.name}")
             x = images_of(test, inputs).to(run.device)

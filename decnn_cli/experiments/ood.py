@@ -6,18 +6,18 @@ so that higher = more uncertain, so a useful score has ROC-AUC above 0.5.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 from sklearn.metrics import roc_curve
 from torch.utils.data import Subset
 
 from decnn_cli import metrics, plots
 from decnn_cli.data.outliers import build_outliers
 from decnn_cli.engine import progress_or_new
-from decnn_cli.experiments.common import Run, load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import EvalOptions, Run, load_run, predict_split, resolve_runs, test_splits
 from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, uncertainty_scores
 
@@ -66,29 +66,31 @@ def _first(dataset, limit: int | None):
     return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
 
 
-def evaluate_ood(
-    run_paths: list[Path],
-    outliers: list[str],
-    results_dir: Path = Path("results"),
-    table: str = "ood",
-    samples: int | None = None,
-    limit: int | None = None,
-    data_root: Path | None = None,
-    device: str = "auto",
-    show_progress: bool = True,
-    progress: Progress | None = None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class OODOptions(EvalOptions):
+    """``outliers``: outlier sets (``decnn_cli.data.outliers``); ``samples``: N sampled predictions per input
+    (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples)."""
+
+    table: str = "ood"
+    outliers: tuple[str, ...] = ()
+    samples: int | None = None
+    limit: int | None = None
+
+
+def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, Any]]:
     """Score every run's inliers and each outlier set; merge rows into ``results/<table>.{csv,md}``.
 
     Each run folder receives ``ood_<outlier>.npz`` (per-example scores of inliers and outliers) and
-    ``roc_<outlier>.png``. ``limit`` caps the inlier and each outlier set (the first ``limit`` examples).
+    ``roc_<outlier>.png``.
     """
+    o = options
+    results_dir, table, outliers, limit, data_root = o.results_dir, o.table, list(o.outliers), o.limit, o.data_root
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], dict[str, list]] = {}
-    with progress_or_new(progress, show_progress) as progress:
+    with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, device)
-            n = samples or run.cfg.eval.samples
+            run = load_run(path, o.device)
+            n = o.samples or run.cfg.eval.samples
             splits = test_splits(run, data_root)
             inlier_pred = predict_split(run, _first(splits.test, limit), n, progress, f"{path.name[:32]} inliers")
             inlier_scores = uncertainty_scores(inlier_pred)

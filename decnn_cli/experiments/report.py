@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,17 @@ COLUMNS = [
 ]
 
 
-def report_runs(
-    run_paths: list[Path], results_dir: Path = Path("results"), table: str = "training"
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ReportOptions:
+    """Where the rows go: ``results_dir/<table>.{csv,md}``."""
+
+    results_dir: Path = Path("results")
+    table: str = "training"
+
+
+def report_runs(run_paths: list[Path], options: ReportOptions = ReportOptions()) -> list[dict[str, Any]]:
     """One row per run from its ``metrics.json`` (no model is loaded); merged into ``results/<table>``."""
+    results_dir, table = options.results_dir, options.table
     rows = []
     for path in resolve_runs(run_paths):
         marker = path / FINISHED_MARKER

@@ -68,12 +68,13 @@ def _train(
     engine.seed_everything(cfg.train.seed)
     splits = load_splits(cfg.data)
     method = get_method(cfg.method.name)
+    settings = method.settings_of(cfg)
     task = TaskHead(splits.spec.task)
-    model = engine.accelerate(method.build(cfg, splits.spec).to(device), cfg.train, device)
-    ctx = LossContext(cfg.method, task, num_train=len(splits.train))
+    model = engine.accelerate(method.build(cfg.model, settings, splits.spec).to(device), cfg.train, device)
+    ctx = LossContext(settings, task, num_train=len(splits.train))
     from decnn_cli.composition import attach_pretrained_terms
 
-    attach_pretrained_terms(ctx, cfg, splits.spec, device)
+    attach_pretrained_terms(ctx, method.terms_of(cfg), splits.spec, device)
     sampler = None
     if dctx.enabled:
         sampler = DistributedSampler(splits.train, dctx.world_size, dctx.rank, shuffle=True, seed=cfg.train.seed)
@@ -102,7 +103,7 @@ def _train(
             )
             train_seconds = time.perf_counter() - started
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
-            pred = predict(model, method, test_loader, cfg.method, samples, task, device, bar, "test")
+            pred = predict(model, method, test_loader, settings, samples, task, device, bar, "test")
         pred.save(run.path / "predictions.npz")
         result: dict[str, Any] = {
             "dataset": cfg.data.name,

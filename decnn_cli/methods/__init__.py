@@ -1,82 +1,37 @@
-"""The method registry: name -> MethodSpec. Typer's choices and the tests' parametrisation come from here."""
+"""The method registry: name -> MethodSpec, in the order of the paper's rows. Typer's choices, ``decnn methods``,
+the tests' parametrisation and the row order of every results table come from here.
+
+Adding a method is one module under ``decnn_cli/methods/`` (its settings, functions and ``MethodSpec``) and one
+line below. Importing the registry imports no torch (the method modules import it inside their functions).
+"""
 
 from __future__ import annotations
 
-from decnn_cli.errors import DecnnError
+from typing import Any
+
+from pydantic import ValidationError
+
+from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import bayesnn, decodable, ensemble, standard
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSpec
+from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, PretrainedTerms
 
 METHODS: dict[str, MethodSpec] = {
-    "standard": MethodSpec(
-        "standard",
-        "plain classifier, cross-entropy only (Eq. 1)",
-        standard.build,
-        standard.loss,
-        standard.sample_point,
-        "point",
-        standard.point,
-    ),
-    "decnn": MethodSpec(
-        "decnn",
-        "classifier + one shared decoder reconstructing x from every layer (Eq. 4)",
-        decodable.build,
-        decodable.decnn_loss,
-        standard.sample_point,
-        "point",
-        standard.point,
-        uses_decoder=True,
-    ),
-    "redecnn": MethodSpec(
-        "redecnn",
-        "recursive self-composition through decoded layers; N sampled paths (Eq. 5, 6)",
-        decodable.build,
-        decodable.redecnn_loss,
-        decodable.sample_paths,
-        "point",
-        standard.point,
-        uses_decoder=True,
-        stochastic=True,
-    ),
-    "dropout": MethodSpec(
-        "dropout",
-        "dropout in training, off at test",
-        standard.build_with_dropout,
-        standard.loss,
-        standard.sample_point,
-        "point",
-        standard.point,
-    ),
-    "mc-dropout": MethodSpec(
-        "mc-dropout",
-        "dropout in training and N sampled masks at test (Gal & Ghahramani)",
-        standard.build_with_dropout,
-        standard.loss,
-        standard.sample_mc_dropout,
-        "sample-mean",
-        standard.point,
-        stochastic=True,
-    ),
-    "bayesnn": MethodSpec(
-        "bayesnn",
-        "Bayes by Backprop: Gaussian weight posterior, scale-mixture prior (Blundell et al.)",
-        bayesnn.build,
-        bayesnn.loss,
-        bayesnn.sample,
-        "sample-mean",
-        bayesnn.point,
-        stochastic=True,
-    ),
-    "ensemble": MethodSpec(
-        "ensemble",
-        "D independently initialised standard networks",
-        ensemble.build,
-        ensemble.loss,
-        ensemble.sample,
-        "sample-mean",
-        ensemble.point,
-        stochastic=True,
-    ),
+    spec.name: spec
+    for spec in (
+        standard.STANDARD,
+        decodable.DECNN,
+        decodable.REDECNN,
+        standard.DROPOUT,
+        standard.MC_DROPOUT,
+        bayesnn.BAYESNN,
+        ensemble.ENSEMBLE,
+    )
 }
+
+# The method a run trains when none is named: the paper's ReDecNN.
+DEFAULT_METHOD = decodable.REDECNN.name
+# The plain classifier that costs are compared with (`decnn bench` reports every method's ratio to it).
+BASELINE = standard.STANDARD.name
 
 
 def get_method(name: str) -> MethodSpec:
@@ -85,4 +40,69 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "LossContext", "LossTerms", "MethodSpec", "get_method"]
+def method_keys() -> list[str]:
+    """Every key of the flat ``[method]`` section: ``name``, the settings of every registered method, and the
+    shared pretrained-model terms."""
+    keys = {"name", *PretrainedTerms.model_fields}
+    for spec in METHODS.values():
+        keys |= set(spec.settings.model_fields)
+    return sorted(keys)
+
+
+def accepting_pretrained_terms() -> list[str]:
+    return [name for name, spec in METHODS.items() if spec.accepts_pretrained_terms]
+
+
+def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``[method]`` section as the run reads it: the method's name, its own settings and (when it accepts
+    them) the pretrained-model terms, each validated with its defaults filled in.
+
+    A key is an error only if no registered method (nor the pretrained-model terms) knows it; a value is checked
+    against every model that declares its key, so a shared recipe section is checked once for all its methods.
+    """
+    name = section.get("name") or DEFAULT_METHOD
+    if name not in METHODS:
+        raise ConfigError(
+            f"invalid configuration at method.name: unknown method {name!r}; choose from {sorted(METHODS)}"
+        )
+    known = method_keys()
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"invalid configuration at method.{key}: unknown key; valid keys here: {known}")
+    models: list[type[MethodSettings]] = [PretrainedTerms, *{spec.settings: None for spec in METHODS.values()}]
+    for model in models:
+        given = {k: v for k, v in section.items() if k in model.model_fields}
+        try:
+            model.model_validate(given)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"invalid configuration at method.{where}: {message}") from None
+    spec = METHODS[name]
+    settings = spec.settings.model_validate({k: v for k, v in section.items() if k in spec.settings.model_fields})
+    terms = PretrainedTerms.model_validate({k: v for k, v in section.items() if k in PretrainedTerms.model_fields})
+    if terms.active and not spec.accepts_pretrained_terms:
+        raise ConfigError(
+            "--compose-with and --protect-with act on decoded activations; use them with "
+            f"{' or '.join(accepting_pretrained_terms())}, not {name}"
+        )
+    resolved = {"name": name, **settings.model_dump(mode="json", exclude_none=True)}
+    if spec.accepts_pretrained_terms:
+        resolved |= terms.model_dump(mode="json", exclude_none=True)
+    return resolved
+
+
+__all__ = [
+    "BASELINE",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "LossContext",
+    "LossTerms",
+    "MethodSettings",
+    "MethodSpec",
+    "PretrainedTerms",
+    "get_method",
+    "method_keys",
+    "resolve_method_section",
+]

@@ -1,18 +1,104 @@
-"""What a method is: how to build its network, its training loss, and how it samples predictions."""
+"""What a method is: its settings, its capabilities, how to build its network, its training loss and how it
+samples predictions.
+
+This module and the method modules import no torch at module level (torch is imported inside the functions
+that run it), so the registry answers ``decnn methods``, the CLI's choices and name errors instantly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-import torch
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field
 
-from decnn_cli.config import MethodConfig, RunConfig
-from decnn_cli.data.spec import DataSpec
-from decnn_cli.tasks import TaskHead
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from decnn_cli.config import MethodConfig, ModelConfig, RunConfig
+    from decnn_cli.data.spec import DataSpec
+    from decnn_cli.tasks import TaskHead
+
+
+class MethodSettings(BaseModel):
+    """The keys of the flat ``[method]`` section that one method reads, each documented where it is defined.
+
+    A run's folder is keyed on every setting (see ``folder_key``) except those in ``unkeyed`` (settings that do
+    not change what the run learns). Settings in ``keyed_when_set`` (added after runs were published) are keyed
+    only when set away from their default, so earlier folders keep their names. ``unread`` names the settings
+    that a given configuration ignores (a weight whose term is off): they are keyed at their default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset()
+    unkeyed: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def of(cls, section: MethodConfig) -> Self:
+        """These settings from a run's ``[method]`` section; the keys of other methods are not read."""
+        return cls.model_validate({k: v for k, v in section.model_dump().items() if k in cls.model_fields})
+
+    def unread(self) -> set[str]:
+        """Settings this configuration does not read; none by default."""
+        return set()
+
+    def folder_key(self) -> dict[str, Any]:
+        """What of these settings a run folder is named by (None values and unkeyed settings left out)."""
+        fields = type(self).model_fields
+        pinned = self.model_copy(update={k: fields[k].default for k in self.unread()})
+        values = pinned.model_dump(mode="json", exclude_none=True)
+        return {
+            k: v
+            for k, v in values.items()
+            if k not in self.unkeyed and not (k in self.keyed_when_set and v == fields[k].default)
+        }
+
+
+class NoSettings(MethodSettings):
+    """A method that reads no key of ``[method]``."""
+
+
+class PretrainedTerms(MethodSettings):
+    """The Eq. 7 / Eq. 8 terms with frozen pretrained models, for methods that accept them
+    (``MethodSpec.accepts_pretrained_terms``); ``decnn_cli.composition`` adds them to the loss."""
+
+    compose_with: Path | None = Field(
+        None, description="Checkpoint of a frozen pretrained model m to compose with (Eq. 7)."
+    )
+    compose_target: Literal["reconstruction", "direct"] = Field(
+        "reconstruction", description="Regularise f(g(h)) towards m(g(h)) (Eq. 7) or towards m(x) (Table 6)."
+    )
+    compose_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 7 divergence.")
+    protect_with: Path | None = Field(
+        None, description="Checkpoint of a frozen classifier of a protected attribute (Eq. 8)."
+    )
+    protect_weight: float = Field(1.0, ge=0.0, description="Weight of the Eq. 8 uniformity term.")
+    protect_trains_decoder: bool = Field(
+        True,
+        description="Whether the Eq. 8 term also trains the decoder g (the paper's joint objective). False: g's "
+        "weights are held fixed in the decode the term judges, so g cannot learn to hide the attribute from m while "
+        "f keeps it; the gradient reaches f (and the path's earlier decodes) instead.",
+    )
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"protect_trains_decoder"})
+
+    @property
+    def active(self) -> bool:
+        """Whether any pretrained model is named (else the terms add nothing)."""
+        return self.compose_with is not None or self.protect_with is not None
+
+    def unread(self) -> set[str]:
+        unread = set()
+        if self.compose_with is None:
+            unread |= {"compose_target", "compose_weight"}
+        if self.protect_with is None:
+            unread |= {"protect_weight", "protect_trains_decoder"}
+        return unread
 
 
 @dataclass
@@ -26,14 +112,14 @@ class LossTerms:
 
 # A term added at every decoded input: (x, x_hat, logits of f(x_hat)) -> named scalar losses. The
 # composition (Eq. 7) and protection (Eq. 8) objectives plug in here.
-DecodedTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+DecodedTerm = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], dict[str, "torch.Tensor"]]
 
 
 @dataclass
 class LossContext:
-    """What a loss needs besides the batch."""
+    """What a loss needs besides the batch: the method's own settings, the task and the training-set size."""
 
-    method: MethodConfig
+    settings: MethodSettings
     task: TaskHead
     num_train: int
     decoded_terms: list[DecodedTerm] = field(default_factory=list)
@@ -44,24 +130,53 @@ class LossContext:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method of the registry.
+    """A method of the registry: what it reads, what it can do, and its four functions.
 
-    ``sample(model, x, n, method_cfg)`` returns logits (S, B, K) of S sampled classifiers (S = n for stochastic methods,
-    the member count for the ensemble, 1 for deterministic ones); the model is in eval mode.
-    ``predictive`` says which distribution the method predicts with: f's own forward pass ("point") or the
-    mean of the sampled probabilities ("sample-mean").
-    ``point`` returns the single deterministic classifier x -> logits that attacks are crafted against.
+    ``build(model_cfg, settings, spec)`` returns the network, whose forward is ``x -> (logits, [h_1..h_L])``.
+    ``loss(model, x, y, ctx)`` returns the training loss (``ctx.settings`` holds the method's settings).
+    ``sample(model, x, n, settings)`` returns logits (S, B, K) of S sampled classifiers (S = n for stochastic
+    methods, the member count for the ensemble, 1 for deterministic ones); the model is in eval mode.
+    ``point(model)`` returns the single deterministic classifier x -> logits that attacks are crafted against.
+
+    Capabilities: ``predictive`` says which distribution the method predicts with: f's own forward pass
+    ("point") or the mean of the sampled probabilities ("sample-mean"); ``uses_decoder``: the network has a
+    shared decoder g (its settings key the run folder, it is drawn and its reconstruction error reported);
+    ``stochastic``: ``sample`` draws distinct predictions; ``accepts_pretrained_terms``: the Eq. 7 / Eq. 8
+    terms act on its decoded inputs; ``needs_hidden_layers``: it cannot be built on a classifier without
+    hidden layers (the linear and ResNet-18 models used as pretrained m).
     """
 
     name: str
     summary: str
-    build: Callable[[RunConfig, DataSpec], nn.Module]
+    settings: type[MethodSettings]
+    build: Callable[[ModelConfig, Any, DataSpec], nn.Module]
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, LossContext], LossTerms]
-    sample: Callable[[nn.Module, torch.Tensor, int, MethodConfig], torch.Tensor]
-    predictive: Literal["point", "sample-mean"]
+    sample: Callable[[nn.Module, torch.Tensor, int, Any], torch.Tensor]
     point: Callable[[nn.Module], nn.Module]
+    predictive: Literal["point", "sample-mean"] = "point"
     uses_decoder: bool = False
     stochastic: bool = False
+    accepts_pretrained_terms: bool = False
+    needs_hidden_layers: bool = True
+
+    def settings_of(self, cfg: RunConfig) -> MethodSettings:
+        """The method's own settings in a run's config."""
+        return self.settings.of(cfg.method)
+
+    def terms_of(self, cfg: RunConfig) -> PretrainedTerms:
+        """The pretrained-model terms of a run (none for a method that does not accept them)."""
+        return PretrainedTerms.of(cfg.method) if self.accepts_pretrained_terms else PretrainedTerms()
+
+    def network(self, cfg: RunConfig, spec: DataSpec) -> nn.Module:
+        """The method's network for a run's config and data."""
+        return self.build(cfg.model, self.settings_of(cfg), spec)
+
+    def folder_key(self, cfg: RunConfig) -> dict[str, Any]:
+        """The method's part of a run folder's key: its name, its settings and any pretrained-model terms."""
+        key = {"name": self.name, **self.settings_of(cfg).folder_key()}
+        if self.accepts_pretrained_terms:
+            key |= self.terms_of(cfg).folder_key()
+        return key
 
 
 def add_terms(

@@ -2,54 +2,76 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from decnn_cli.config import MethodConfig, RunConfig
-from decnn_cli.data.spec import DataSpec
+from pydantic import Field
+
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods.base import LossContext, LossTerms
-from decnn_cli.models import Network
-from decnn_cli.models.bayesian import ScaleMixturePrior, total_kl, use_posterior_mean
-from decnn_cli.models.classifiers import bayesian_mlp
+from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from decnn_cli.config import ModelConfig
+    from decnn_cli.data.spec import DataSpec
+    from decnn_cli.models import Network
 
 
-def build(cfg: RunConfig, spec: DataSpec) -> Network:
-    if cfg.model.arch != "mlp":
-        raise DecnnError(f"bayesnn is built on the MLP only; drop --arch {cfg.model.arch}")
-    m = cfg.method
-    prior = ScaleMixturePrior(pi=m.prior_pi, sigma1=m.prior_sigma1, sigma2=m.prior_sigma2)
-    return Network(bayesian_mlp(spec, cfg.model.depth, cfg.model.width, prior, m.posterior_rho_init))
+class BayesNNSettings(MethodSettings):
+    prior_sigma1: float = Field(1.0, gt=0.0, description="BayesNN: std of the wide scale-mixture component.")
+    prior_sigma2: float = Field(
+        0.0025, gt=0.0, description="BayesNN: std of the narrow scale-mixture component (e^-6 in Blundell)."
+    )
+    prior_pi: float = Field(0.5, ge=0.0, le=1.0, description="BayesNN: weight of the wide component.")
+    posterior_rho_init: float = Field(
+        -5.0, description="BayesNN: initial rho of the posterior, sigma = log(1 + e^rho) (about 0.007)."
+    )
+
+
+def build(model_cfg: ModelConfig, settings: BayesNNSettings, spec: DataSpec) -> Network:
+    from decnn_cli.models import Network
+    from decnn_cli.models.bayesian import ScaleMixturePrior
+    from decnn_cli.models.classifiers import bayesian_mlp
+
+    if model_cfg.arch != "mlp":
+        raise DecnnError(f"bayesnn is built on the MLP only; drop --arch {model_cfg.arch}")
+    s = settings
+    prior = ScaleMixturePrior(pi=s.prior_pi, sigma1=s.prior_sigma1, sigma2=s.prior_sigma2)
+    return Network(bayesian_mlp(spec, model_cfg.depth, model_cfg.width, prior, s.posterior_rho_init))
 
 
 def loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
     """Minibatch ELBO per example: NLL(y | f_w(x)) + KL(q(w) || p(w)) / N_train, w ~ q drawn once."""
+    from decnn_cli.models.bayesian import total_kl
+
     logits, _ = model(x)
     nll = ctx.task.loss(logits, y)
     kl = total_kl(model) / ctx.num_train
     return LossTerms(nll + kl, {"ce": nll.detach(), "kl": kl.detach()}, logits)
 
 
-def sample(model: Network, x: torch.Tensor, n: int, cfg: MethodConfig) -> torch.Tensor:
+def sample(model: Network, x: torch.Tensor, n: int, settings: BayesNNSettings) -> torch.Tensor:
     """N weight samples from the posterior, one per copy of the batch, in one batched call: (N, B, K)."""
     logits, _ = model(x.unsqueeze(0).expand(n, *x.shape))
     return logits
 
 
-class PosteriorMean(nn.Module):
-    """The deterministic classifier with every weight at its posterior mean: x -> logits."""
-
-    def __init__(self, model: Network):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        use_posterior_mean(self.model, True)
-        try:
-            return self.model(x)[0]
-        finally:
-            use_posterior_mean(self.model, False)
-
-
 def point(model: Network) -> nn.Module:
+    """The classifier with every weight at its posterior mean."""
+    from decnn_cli.models.bayesian import PosteriorMean
+
     return PosteriorMean(model)
+
+
+BAYESNN = MethodSpec(
+    name="bayesnn",
+    summary="Bayes by Backprop: Gaussian weight posterior, scale-mixture prior (Blundell et al.)",
+    settings=BayesNNSettings,
+    build=build,
+    loss=loss,
+    sample=sample,
+    point=point,
+    predictive="sample-mean",
+    stochastic=True,
+)

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from decnn_cli.config import MethodConfig, RunConfig
-from decnn_cli.data.spec import DataSpec
-from decnn_cli.methods.base import LossContext, LossTerms, add_terms
-from decnn_cli.models import LogitsOnly, Network, build_classifier
+from pydantic import Field
+
+from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, NoSettings, add_terms
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from decnn_cli.config import ModelConfig
+    from decnn_cli.data.spec import DataSpec
+    from decnn_cli.models import Network
 
 
-def build(cfg: RunConfig, spec: DataSpec) -> Network:
-    return Network(build_classifier(cfg.model, spec))
+class DropoutSettings(MethodSettings):
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Drop rate of the dropout and mc-dropout methods.")
 
 
-def build_with_dropout(cfg: RunConfig, spec: DataSpec) -> Network:
-    return Network(build_classifier(cfg.model, spec, dropout=cfg.method.dropout))
+def build(model_cfg: ModelConfig, settings: MethodSettings, spec: DataSpec) -> Network:
+    from decnn_cli.models import Network, build_classifier
+
+    return Network(build_classifier(model_cfg, spec))
+
+
+def build_with_dropout(model_cfg: ModelConfig, settings: DropoutSettings, spec: DataSpec) -> Network:
+    from decnn_cli.models import Network, build_classifier
+
+    return Network(build_classifier(model_cfg, spec, dropout=settings.dropout))
 
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
@@ -29,13 +43,15 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -
     return LossTerms(total, parts, logits)
 
 
-def sample_point(model: nn.Module, x: torch.Tensor, n: int, cfg: MethodConfig) -> torch.Tensor:
+def sample_point(model: nn.Module, x: torch.Tensor, n: int, settings: MethodSettings) -> torch.Tensor:
     """One deterministic prediction: (1, B, K)."""
     return model(x)[0].unsqueeze(0)
 
 
-def sample_mc_dropout(model: nn.Module, x: torch.Tensor, n: int, cfg: MethodConfig) -> torch.Tensor:
+def sample_mc_dropout(model: nn.Module, x: torch.Tensor, n: int, settings: DropoutSettings) -> torch.Tensor:
     """N stochastic passes with dropout on, as one batch of N copies: (N, B, K)."""
+    from torch import nn
+
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     for m in dropouts:
         m.train()
@@ -48,4 +64,41 @@ def sample_mc_dropout(model: nn.Module, x: torch.Tensor, n: int, cfg: MethodConf
 
 
 def point(model: nn.Module) -> nn.Module:
+    from decnn_cli.models import LogitsOnly
+
     return LogitsOnly(model)
+
+
+STANDARD = MethodSpec(
+    name="standard",
+    summary="plain classifier, cross-entropy only (Eq. 1)",
+    settings=NoSettings,
+    build=build,
+    loss=loss,
+    sample=sample_point,
+    point=point,
+    needs_hidden_layers=False,
+)
+
+DROPOUT = MethodSpec(
+    name="dropout",
+    summary="dropout in training, off at test",
+    settings=DropoutSettings,
+    build=build_with_dropout,
+    loss=loss,
+    sample=sample_point,
+    point=point,
+    needs_hidden_layers=False,
+)
+
+MC_DROPOUT = MethodSpec(
+    name="mc-dropout",
+    summary="dropout in training and N sampled masks at test (Gal & Ghahramani)",
+    settings=DropoutSettings,
+    build=build_with_dropout,
+    loss=loss,
+    sample=sample_mc_dropout,
+    point=point,
+    predictive="sample-mean",
+    stochastic=True,
+)

@@ -99,3 +99,18 @@ def use_posterior_mean(model: nn.Module, flag: bool) -> None:
     for module in model.modules():
         if isinstance(module, BayesLinear):
             module.use_mean = flag
+
+
+class PosteriorMean(nn.Module):
+    """The deterministic classifier with every weight at its posterior mean: x -> logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_posterior_mean(self.model, True)
+        try:
+            return self.model(x)[0]
+        finally:
+            use_posterior_mean(self.model, False)

@@ -1,0 +1,171 @@
+"""A recipe's runs in order, each with its resolved config and the folder it is keyed to.
+
+Run folders are named by what determines them: ``<dataset>__<method>[__<tag>...]__<hash>__seed<k>``, the tags
+showing what distinguishes the run (target, held-out attribute, pretrained models: ``results.run_tags``) and the
+hash covering everything that can change what the run learns (``folder_key``). Recipes that share runs share
+folders, and a finished run (one with ``metrics.json``) is never trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from decnn_cli.config import DataConfig, ModelConfig, RunConfig
+from decnn_cli.data import get_dataset
+from decnn_cli.errors import ConfigError
+from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
+from decnn_cli.methods import get_method
+from decnn_cli.resolve import build_config
+from decnn_cli.results import FINISHED_MARKER, run_label
+
+
+@dataclass
+class PlannedRun:
+    stage: str
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+    cfg: RunConfig
+    folder: Path
+    in_table: bool
+    show_variant: bool = True
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / FINISHED_MARKER).is_file()
+
+    @property
+    def model(self) -> str:
+        if self.variant == "none" or not self.show_variant:
+            return self.method
+        return f"{self.method} ({self.variant})"
+
+
+# Keys that say where or how a run is computed, not what it learns: they do not key its folder. (train.compile
+# is keyed: compiled kernels may round differently.) data.protected only carries group labels along for the
+# fairness evaluation; the seed is in the folder name itself.
+UNKEYED = {
+    ("data", "root"),
+    ("data", "num_workers"),
+    ("data", "download"),
+    ("data", "protected"),
+    ("train", "device"),
+    ("train", "log_every"),
+    ("train", "channels_last"),
+    ("train", "seed"),
+}
+# [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
+# or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
+# keyed at its default: earlier folders were keyed on every key, and keep their names this way.
+DATASET_OPTIONS = ("target", "negate_target", "holdout_attr", "color_correlation")
+MODEL_OPTIONS = {
+    "cnn_channels": ("arch", {"cnn"}),
+    "decoder_width": ("decoder", {"mlp"}),
+    "decoder_channels": ("decoder", {"resnet"}),
+}
+# The decoder's keys key only the runs of methods with a decoder (``MethodSpec.uses_decoder``).
+DECODER_KEYS = {"decoder", "decoder_width", "decoder_channels"}
+
+
+def folder_key(cfg: RunConfig) -> dict[str, Any]:
+    """Everything that determines what a run learns: the data, model and training sections (less ``UNKEYED``,
+    keys it does not read at their default) and its method's own settings (``MethodSpec.folder_key``). Not the
+    evaluation settings, not the seed (it is in the folder name)."""
+    method = get_method(str(cfg.method.name))
+    dataset = get_dataset(cfg.data.name)
+    data = cfg.data.model_copy(
+        update={k: DataConfig.model_fields[k].default for k in DATASET_OPTIONS if k not in dataset.reads}
+    )
+    model = cfg.model.model_copy(
+        update={
+            k: ModelConfig.model_fields[k].default
+            for k, (chooser, readers) in MODEL_OPTIONS.items()
+            if getattr(cfg.model, chooser) not in readers
+        }
+    )
+    key = {
+        "data": data.model_dump(mode="json", exclude_none=True),
+        "model": model.model_dump(mode="json", exclude_none=True),
+        "train": cfg.train.model_dump(mode="json", exclude_none=True),
+        "method": method.folder_key(cfg),
+    }
+    for section, name in UNKEYED:
+        key[section].pop(name, None)
+    if not method.uses_decoder:
+        key["model"] = {k: v for k, v in key["model"].items() if k not in DECODER_KEYS}
+    return key
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A short hash of ``folder_key(cfg)``."""
+    return hashlib.sha1(json.dumps(folder_key(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def folder_name(cfg: RunConfig) -> str:
+    """``<dataset>__<method>[__<tag>...]__<hash>__seed<k>``."""
+    return f"{run_label(cfg)}__{config_hash(cfg)}__seed{cfg.train.seed}"
+
+
+def plan(
+    recipe: Recipe, data_root: Path | None = None, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> list[PlannedRun]:
+    """Every run of the recipe, in order, with its resolved config and folder."""
+    runs: list[PlannedRun] = []
+    for stage in recipe.grid:
+        for dataset in stage.datasets:
+            for method in stage.methods:
+                for variant in stage.variants:
+                    for seed in stage.seeds:
+                        sets = [*stage.set, *variant.set, *(overrides or [])]
+                        sets = [_resolve_reference(s, runs, dataset) for s in sets]
+                        options = {
+                            "data.name": dataset,
+                            "method.name": method,
+                            "train.seed": seed,
+                            "data.root": str(data_root) if data_root else None,
+                            "out_dir": str(out_dir) if out_dir else None,
+                        }
+                        cfg = build_config(recipe.base, options, sets)
+                        # Named by what determines the run (not by the variant's label), so recipes share runs.
+                        folder = cfg.out_dir / folder_name(cfg)
+                        runs.append(
+                            PlannedRun(
+                                stage.name,
+                                dataset,
+                                method,
+                                variant.label,
+                                seed,
+                                cfg,
+                                folder,
+                                stage.in_table,
+                                variant.show,
+                            )
+                        )
+    return runs
+
+
+def _resolve_reference(text: str, runs: list[PlannedRun], dataset: str) -> str:
+    """``key=@stage/label`` -> ``key=<that run's model.pt>`` (same dataset, the stage's first seed)."""
+    if "=@" not in text:
+        return text
+    key, ref = text.split("=@", 1)
+    stage, _, label = ref.partition("/")
+    for run in runs:
+        if run.stage == stage and run.variant == label and run.dataset == dataset:
+            return f"{key}={run.folder / 'model.pt'}"
+    raise ConfigError(f"reference @{ref} matches no earlier run of stage {stage!r} on {dataset}; define it first")
+
+
+def runs_for(evaluation: Evaluation, runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs an evaluation sees: its stages (default: every stage in the table), only its methods if named."""
+    chosen = [r for r in runs if (r.stage in evaluation.stages if evaluation.stages else r.in_table)]
+    return [r for r in chosen if evaluation.methods is None or r.method in evaluation.methods]
+
+
+def dry_run_lines(runs: list[PlannedRun]) -> list[str]:
+    return [f"{'done' if r.done else 'todo'}  {r.stage:>10}  {r.folder.name}" for r in runs]

@@ -1,0 +1,92 @@
+"""The recipe schema of ``decnn reproduce``: a table header, grid stages and evaluations around the run sections.
+
+A recipe is a TOML file with the usual run sections (``[data]``, ``[model]``, ``[method]``, ``[train]``,
+``[eval]``: the base config of every run), a ``[table]`` header, one or more ``[[grid]]`` stages (datasets x
+methods x variants x seeds) and ``[[evaluations]]``. A stage may refer to another stage's checkpoint with
+``@<stage>/<variant label>`` (e.g. ``method.compose_with=@pretrained/linear``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from decnn_cli.config import RUN_SECTIONS, read_toml
+from decnn_cli.errors import ConfigError
+from decnn_cli.experiments.reproduce.evaluations import EVALUATIONS
+from decnn_cli.paper import PAPER
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variant(_Strict):
+    label: str = Field("none", description="Name of the variant in tables ('none' for the plain method).")
+    set: list[str] = Field(default_factory=list, description="Overrides section.key=value for this variant.")
+    show: bool = Field(True, description="Whether the label is part of the model's name in tables.")
+
+
+class Stage(_Strict):
+    name: str = Field("main", description="Stage name, for @stage/label references.")
+    datasets: list[str]
+    methods: list[str]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    variants: list[Variant] = Field(default_factory=lambda: [Variant()])
+    set: list[str] = Field(default_factory=list, description="Overrides for every run of the stage.")
+    in_table: bool = Field(True, description="Whether the evaluations see this stage's runs.")
+
+
+class Evaluation(_Strict):
+    kind: str = Field(description="An evaluation of decnn_cli.experiments.reproduce.evaluations.EVALUATIONS.")
+    stages: list[str] | None = Field(None, description="Stages to evaluate (default: all with in_table).")
+    methods: list[str] | None = Field(None, description="Only runs of these methods.")
+    outliers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="ood: outlier sets per variant label or inlier dataset ('*' for every run).",
+    )
+    attack: str = "fgsm"
+    eps: float = 0.1
+    protected: str | None = None
+    samples: int | None = None
+    limit: int | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in EVALUATIONS:
+            raise ValueError(f"unknown evaluation {kind!r}; choose from {list(EVALUATIONS)}")
+        return kind
+
+
+class TableHeader(_Strict):
+    name: str = Field(description="results/<name>.csv and .md receive the comparison with the paper.")
+    title: str
+    size: Literal["paper", "cpu", "smoke"]
+    paper: list[str] = Field(default_factory=list, description="Paper tables compared (keys of decnn_cli.paper).")
+    notes: str = ""
+
+
+class Recipe(_Strict):
+    table: TableHeader
+    grid: list[Stage]
+    evaluations: list[Evaluation] = Field(default_factory=list)
+    base: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_recipe(path: Path) -> Recipe:
+    raw = read_toml(path)
+    base = {k: raw.pop(k) for k in list(raw) if k in RUN_SECTIONS or k == "out_dir"}
+    try:
+        recipe = Recipe.model_validate({**raw, "base": base})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = "unknown key; check its spelling" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"recipe {path} is invalid at {where}: {message}") from None
+    unknown = [t for t in recipe.table.paper if t not in PAPER]
+    if unknown:
+        raise ConfigError(f"recipe {path} names unknown paper table(s) {unknown}; choose from {sorted(PAPER)}")
+    return recipe
