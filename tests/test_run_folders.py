@@ -1,0 +1,222 @@
+"""Run folders are named by exactly what can change a run's result: every config key of every method, changed
+one at a time, renames the folder if and only if the run could learn something else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from decnn_cli.config import RUN_SECTIONS, RunConfig
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.errors import ConfigError
+from decnn_cli.experiments.reproduce.planning import folder_name
+from decnn_cli.methods import METHODS, LossContext, MethodSpec, get_method, method_keys
+from decnn_cli.resolve import build_config
+from decnn_cli.results import run_name
+from decnn_cli.tasks import TaskHead
+
+# A changed value for every key of every section (a new key must be added here, with whether it changes results).
+CHANGED: dict[tuple[str, ...], Any] = {
+    ("data", "name"): "colored-digits",
+    ("data", "root"): "/elsewhere/data",
+    ("data", "download"): True,
+    ("data", "subset"): 50,
+    ("data", "val_fraction"): 0.2,
+    ("data", "split_seed"): 1,
+    ("data", "batch_size"): 64,
+    ("data", "num_workers"): 2,
+    ("data", "target"): "color",
+    ("data", "negate_target"): True,
+    ("data", "protected"): "Bald",
+    ("data", "holdout_attr"): "Bald",
+    ("data", "color_correlation"): 0.5,
+    ("model", "arch"): "cnn",
+    ("model", "depth"): 4,
+    ("model", "width"): 64,
+    ("model", "decoder"): "resnet",
+    ("model", "decoder_width"): 128,
+    ("model", "decoder_channels"): 16,
+    ("model", "cnn_channels"): 8,
+    ("train", "epochs"): 3,
+    ("train", "lr"): 0.01,
+    ("train", "weight_decay"): 0.1,
+    ("train", "schedule"): "constant",
+    ("train", "seed"): 5,
+    ("train", "device"): "cpu",
+    ("train", "log_every"): 3,
+    ("train", "compile"): True,
+    ("train", "channels_last"): True,
+    ("train", "amp"): False,
+    ("eval", "samples"): 3,
+    ("eval", "batch_size"): 4,
+    ("eval", "ece_bins"): 4,
+    ("out_dir",): "/elsewhere/runs",
+    ("method", "beta"): 1.0,
+    ("method", "alpha"): 0.5,
+    ("method", "recursion_depth"): 4,
+    ("method", "dropout"): 0.3,
+    ("method", "ensemble_size"): 3,
+    ("method", "prior_sigma1"): 0.5,
+    ("method", "prior_sigma2"): 0.01,
+    ("method", "prior_pi"): 0.3,
+    ("method", "posterior_rho_init"): -4.0,
+    ("method", "compose_with"): "/pretrained/m/model.pt",
+    ("method", "compose_target"): "direct",
+    ("method", "compose_weight"): 2.0,
+    ("method", "protect_with"): "/pretrained/p/model.pt",
+    ("method", "protect_weight"): 2.0,
+    ("method", "protect_trains_decoder"): False,
+}
+
+# Whether changing a key of the data, model, train and eval sections (on the bundled digits, an MLP, the MLP
+# decoder) can change what a run of ``spec`` learns.
+CHANGES_RESULT = {
+    ("data", "name"): True,
+    ("data", "root"): False,  # where the files are, not what they hold
+    ("data", "download"): False,
+    ("data", "subset"): True,
+    ("data", "val_fraction"): True,
+    ("data", "split_seed"): True,
+    ("data", "batch_size"): True,
+    ("data", "num_workers"): False,
+    ("data", "target"): False,  # the bundled digits have one target
+    ("data", "negate_target"): False,
+    ("data", "protected"): False,  # group labels only, for the fairness evaluation
+    ("data", "holdout_attr"): False,
+    ("data", "color_correlation"): False,
+    ("model", "arch"): True,
+    ("model", "depth"): True,
+    ("model", "width"): True,
+    ("model", "decoder"): "uses_decoder",
+    ("model", "decoder_width"): "uses_decoder",
+    ("model", "decoder_channels"): False,  # the ResNet decoder's only
+    ("model", "cnn_channels"): False,  # the CNN's only
+    ("train", "epochs"): True,
+    ("train", "lr"): True,
+    ("train", "weight_decay"): True,
+    ("train", "schedule"): True,
+    ("train", "seed"): True,
+    ("train", "device"): False,
+    ("train", "log_every"): False,
+    ("train", "compile"): True,  # compiled kernels may round differently
+    ("train", "channels_last"): False,
+    ("train", "amp"): True,  # bf16 on CUDA
+    ("eval", "samples"): False,  # evaluation settings: the trained model is the same
+    ("eval", "batch_size"): False,
+    ("eval", "ece_bins"): False,
+    ("out_dir",): False,
+}
+
+SMALL = ["model.depth=3", "model.width=16", "model.decoder_width=32", "method.recursion_depth=2"]
+SPEC = DataSpec("toy", (1, 8, 8), 4, "multiclass", tuple("abcd"), (0.5,), (0.5,))
+
+
+def _override(key: tuple[str, ...], value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+    return f"{'.'.join(key)}={text}"
+
+
+def _name(method: str, *overrides: str) -> str:
+    return folder_name(build_config(overrides=[f"method.name={method}", *overrides]))
+
+
+def test_every_config_key_has_a_changed_value_and_a_verdict():
+    sections = {
+        (section, key) for section in RUN_SECTIONS for key in type(getattr(RunConfig(), section)).model_fields
+    }
+    sections.discard(("method", "name"))
+    assert {k for k in CHANGED if k[0] != "method"} == sections | {("out_dir",)}
+    assert set(CHANGES_RESULT) == sections | {("out_dir",)}
+    assert {k[1] for k in CHANGED if k[0] == "method"} == set(method_keys()) - {"name"}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
+    spec = get_method(name)
+    base = _name(name)
+    for key, value in CHANGED.items():
+        setting = key[1] if key[0] == "method" else None
+        if setting in ("compose_with", "protect_with") and not spec.accepts_pretrained_terms:
+            with pytest.raises(ConfigError, match="act on decoded activations"):
+                _name(name, _override(key, value))
+            continue
+        if setting is not None:
+            # A method reads its own settings, and the pretrained-model terms once it is given a model (the
+            # weight or target of a term without its model is read by nobody).
+            expected = setting in spec.settings.model_fields or (
+                spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with")
+            )
+        else:
+            verdict = CHANGES_RESULT[key]
+            expected = getattr(spec, verdict) if isinstance(verdict, str) else verdict
+        changed = _name(name, _override(key, value))
+        assert (changed != base) is expected, f"{name}: {'.'.join(key)}={value!r} -> {changed} (base {base})"
+
+
+@pytest.mark.parametrize("name", [n for n, s in METHODS.items() if s.accepts_pretrained_terms])
+def test_a_terms_weight_and_target_rename_the_folder_once_its_model_is_given(name: str):
+    for model, keys in (
+        ("compose_with", ("compose_target", "compose_weight")),
+        ("protect_with", ("protect_weight", "protect_trains_decoder")),
+    ):
+        given = _override(("method", model), CHANGED[("method", model)])
+        base = _name(name, given)
+        for key in keys:
+            assert _name(name, given, _override(("method", key), CHANGED[("method", key)])) != base, key
+
+
+def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
+    base = _name("standard", "data.name=colored-digits")
+    assert _name("standard", "data.name=colored-digits", "data.color_correlation=0.5") != base
+    colour = _name("standard", "data.name=colored-digits", "data.target=color")
+    assert colour != base and "__target-color__" in colour
+    held_out = _name("redecnn", "data.name=celeba", "data.holdout_attr=Bald")
+    assert held_out != _name("redecnn", "data.name=celeba") and "__holdout-Bald__" in held_out
+    # The decoder's channels and the CNN's width matter once the run uses them.
+    resnet = ["model.decoder=resnet"]
+    assert _name("decnn", *resnet, "model.decoder_channels=16") != _name("decnn", *resnet)
+    assert _name("standard", "model.arch=cnn", "model.cnn_channels=8") != _name("standard", "model.arch=cnn")
+
+
+def _learned(name: str, *overrides: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One seeded training loss and one seeded set of sampled predictions of a tiny network of ``name``."""
+    cfg = build_config(overrides=[f"method.name={name}", *SMALL, *overrides])
+    method = get_method(name)
+    settings = method.settings_of(cfg)
+    torch.manual_seed(0)
+    model = method.network(cfg, SPEC)
+    x, y = torch.rand(6, *SPEC.in_shape), torch.arange(6) % 4
+    torch.manual_seed(1)
+    loss = method.loss(model.train(), x, y, LossContext(settings, TaskHead("multiclass"), num_train=100)).total
+    torch.manual_seed(2)
+    with torch.no_grad():
+        samples = method.sample(model.eval(), x, 4, settings)
+    return loss.detach(), samples
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_setting_a_method_declares_changes_what_it_computes(name: str):
+    # The other half of "exactly": a method's settings key its folders, so each must change what it learns.
+    spec: MethodSpec = get_method(name)
+    base_loss, base_samples = _learned(name)
+    for setting in spec.settings.model_fields:
+        loss, samples = _learned(name, _override(("method", setting), CHANGED[("method", setting)]))
+        same = samples.shape == base_samples.shape and torch.equal(samples, base_samples)
+        assert not (torch.equal(loss, base_loss) and same), f"{name} ignores its setting {setting}"
+
+
+def test_decnn_train_names_show_what_distinguishes_the_run(tmp_path: Path):
+    plain = run_name(build_config(overrides=["method.name=standard"]))
+    assert plain.startswith("digits__standard__seed0__")
+    colour = run_name(build_config(overrides=["method.name=standard", "data.name=colored-digits", "data.target=color"]))
+    assert colour.startswith("colored-digits__standard__target-color__seed0__")
+    protector = tmp_path / "colored-digits__standard__target-color__seed0__20250101-120000" / "model.pt"
+    protected = run_name(
+        build_config(overrides=["data.name=colored-digits", f"method.protect_with={protector}", "train.seed=2"])
+    )
+    assert protected.startswith("colored-digits__redecnn__protect-standard-target-color-seed0-20250101-120000__seed2__")
+    composed = run_name(build_config(overrides=["method.compose_with=/home/m/my model.pt", "method.compose_target=direct"]))
+    assert composed.startswith("digits__redecnn__compose-direct-my-model__seed0__")
