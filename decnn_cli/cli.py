@@ -461,10 +461,14 @@ def figures(
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods, in the paper's order, with what they can do."""
-    table = Table("method", "what it is", "predicts with", "decoder", "sampled", "Eq. 7/8", title="methods")
+    table = Table(title="methods")
+    table.add_column("method", no_wrap=True)
+    table.add_column("what it is")
+    table.add_column("predicts with", no_wrap=True)
+    table.add_column("capabilities", no_wrap=True)
     for name, spec in METHODS.items():
-        flags = [spec.uses_decoder, spec.stochastic, spec.accepts_pretrained_terms]
-        table.add_row(name, spec.summary, spec.predictive, *("yes" if flag else "" for flag in flags))
+        flags = {"decoder": spec.uses_decoder, "sampled": spec.stochastic, "Eq. 7/8": spec.accepts_pretrained_terms}
+        table.add_row(name, spec.summary, spec.predictive, ", ".join(k for k, on in flags.items() if on))
     out.print(table)
 
 
