@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from decnn_cli.experiments.train import train
 from decnn_cli.resolve import build_config
 
 ARGS = ["train", "--method", "standard", "--subset", "600", "--device", "cpu", "-q"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_a_single_process(tmp_path: Path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")

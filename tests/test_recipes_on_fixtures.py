@@ -10,6 +10,8 @@ from decnn_cli.experiments.reproduce import reproduce
 from tests.conftest import write_celeba
 from tests.test_speech import write_audiomnist, write_fluent
 
+pytestmark = pytest.mark.slow  # whole recipes, end to end
+
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TINY = [
     "train.epochs=1",

@@ -147,6 +147,7 @@ def test_every_committed_recipe_plans(tmp_path: Path):
         assert runs, path
 
 
+@pytest.mark.slow
 def test_smoke_recipe_runs_every_stage_end_to_end(tmp_path: Path):
     comparison = reproduce(
         RECIPES / "smoke" / "cpu.toml", tmp_path / "results", out_dir=tmp_path / "runs", show_progress=False
