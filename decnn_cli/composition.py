@@ -59,12 +59,12 @@ def uniformity_term(m_logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.mean(dim=-1) + math.log(m_logits.shape[-1])).mean()
 
 
-def attach_pretrained_terms(ctx: LossContext, method: PretrainedTerms, spec: DataSpec, device: torch.device) -> None:
-    """Add the Eq. 7 / Eq. 8 terms that ``method`` asks for to ``ctx`` (none by default)."""
-    if method.compose_with is not None:
-        m = load_frozen(method.compose_with, spec, device, "pretrained model", same_classes=True)
-        weight = method.compose_weight
-        if method.compose_target == "reconstruction":
+def attach_pretrained_terms(ctx: LossContext, terms: PretrainedTerms, spec: DataSpec, device: torch.device) -> None:
+    """Add the Eq. 7 / Eq. 8 terms that ``terms`` asks for to ``ctx`` (none by default)."""
+    if terms.compose_with is not None:
+        m = load_frozen(terms.compose_with, spec, device, "pretrained model", same_classes=True)
+        weight = terms.compose_weight
+        if terms.compose_target == "reconstruction":
 
             def compose(x: torch.Tensor, x_hat: torch.Tensor, f_logits: torch.Tensor) -> dict[str, torch.Tensor]:
                 with torch.no_grad():  # m's view of the reconstruction is a target: no graph through m
@@ -82,11 +82,11 @@ def attach_pretrained_terms(ctx: LossContext, method: PretrainedTerms, spec: Dat
                 return {"compose": weight * agreement_term(f_logits, last["target"])}
 
         ctx.decoded_terms.append(compose)
-    if method.protect_with is not None:
-        protector = load_frozen(method.protect_with, spec, device, "protected-attribute model", same_classes=False)
-        weight = method.protect_weight
+    if terms.protect_with is not None:
+        protector = load_frozen(terms.protect_with, spec, device, "protected-attribute model", same_classes=False)
+        weight = terms.protect_weight
 
         def protect(x: torch.Tensor, x_hat: torch.Tensor, f_logits: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"protect": weight * uniformity_term(protector(x_hat))}
 
-        (ctx.decoded_terms if method.protect_trains_decoder else ctx.fixed_decoder_terms).append(protect)
+        (ctx.decoded_terms if terms.protect_trains_decoder else ctx.fixed_decoder_terms).append(protect)

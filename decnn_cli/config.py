@@ -152,11 +152,12 @@ def _valid_keys(location: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, section by section."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -206,12 +207,12 @@ def merge_sources(
     """
     merged: dict[str, Any] = {}
     if recipe:
-        merged = _deep_merge(merged, recipe)
+        merged = deep_merge(merged, recipe)
     for dotted, value in (options or {}).items():
         if value is not None:
-            merged = _deep_merge(merged, _nest(dotted.split("."), value))
+            merged = deep_merge(merged, _nest(dotted.split("."), value))
     for text in overrides or []:
-        merged = _deep_merge(merged, parse_override(text))
+        merged = deep_merge(merged, parse_override(text))
     return merged
 
 
@@ -221,11 +222,6 @@ def validate_config(merged: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in, section by section."""
-    return _deep_merge(base, update)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

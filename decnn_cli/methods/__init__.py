@@ -69,7 +69,7 @@ def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
     for key in section:
         if key not in known:
             raise ConfigError(f"invalid configuration at method.{key}: unknown key; valid keys here: {known}")
-    models: list[type[MethodSettings]] = [PretrainedTerms, *{spec.settings: None for spec in METHODS.values()}]
+    models: list[type[MethodSettings]] = [PretrainedTerms, *dict.fromkeys(spec.settings for spec in METHODS.values())]
     for model in models:
         given = {k: v for k, v in section.items() if k in model.model_fields}
         try:
