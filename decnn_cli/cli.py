@@ -415,7 +415,7 @@ def reproduce(
         )
         if dry_run:
             lines = dry_run_lines(outcome)
-            out.print("\n".join(lines), highlight=False)
+            out.print("\n".join(lines), highlight=False, soft_wrap=True)
             todo = sum(line.startswith("todo") for line in lines)
             out.print(f"{len(lines)} runs, {todo} to train")
             return
