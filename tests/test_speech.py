@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -38,10 +39,10 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     return path
 
 
-def write_audiomnist(root: Path, where: str = "speakers") -> Path:
+def write_audiomnist(root: Path, where: str = "speakers", speakers: tuple[str, ...] = SPEAKERS) -> Path:
     """3 speakers x 10 digits at 48 kHz, 0.5 s: pitch by digit, loudness by speaker (so every clip differs)."""
     base = root / "AudioMNIST"
-    for s, speaker in enumerate(SPEAKERS):
+    for s, speaker in enumerate(speakers):
         for digit in range(10):
             folder = {"speakers": base / "data" / speaker, "data": base / "data", "top": base}[where]
             name = f"{digit}_{speaker}_0.wav"
@@ -206,6 +207,13 @@ def test_audiomnist_caches_spectrograms_and_reads_only_the_subset(audiomnist_roo
     assert torch.equal(load_splits(cfg).train.tensors[0], small.train.tensors[0])
 
 
+def test_audiomnist_accepts_speakers_named_by_words(tmp_path: Path):
+    root = write_audiomnist(tmp_path / "data", speakers=("george", "jackson", "theo"))
+    splits = load_splits(DataConfig(name="audiomnist", root=root))
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 30
+    assert re.search(r"test \['(george|jackson|theo)'\]", splits.notes[0])
+
+
 def test_audiomnist_missing_folder_says_where_to_put_it(tmp_path: Path):
     (tmp_path / "data").mkdir()
     with pytest.raises(DecnnError, match=r"AudioMNIST is missing.*AudioMNIST/data/<speaker>"):
@@ -214,16 +222,18 @@ def test_audiomnist_missing_folder_says_where_to_put_it(tmp_path: Path):
 
 def test_audiomnist_without_wavs_is_a_clear_error(tmp_path: Path):
     (tmp_path / "data" / "AudioMNIST" / "data" / "01").mkdir(parents=True)
-    with pytest.raises(DecnnError, match="no AudioMNIST recordings under"):
+    with pytest.raises(DecnnError, match="no WAV files under .*AudioMNIST; put AudioMNIST's recordings there"):
         load_splits(DataConfig(name="audiomnist", root=tmp_path / "data"))
     write_wav(tmp_path / "data" / "AudioMNIST" / "data" / "01" / "hello.wav", tone(440, 0.2, 8000), 8000)
-    with pytest.raises(DecnnError, match=r"found 1 WAVs, none named <digit>_<speaker>_<index>\.wav"):
+    with pytest.raises(
+        DecnnError, match=r"none of the 1 WAV files under .* \(e\.g\. hello\.wav\) is named <digit>_<speaker>_<index>"
+    ):
         load_splits(DataConfig(name="audiomnist", root=tmp_path / "data"))
 
 
 def test_audiomnist_needs_three_speakers(audiomnist_root: Path):
     shutil.rmtree(audiomnist_root / "AudioMNIST" / "data" / "03")
-    with pytest.raises(DecnnError, match="at least 3 speakers, found 2"):
+    with pytest.raises(DecnnError, match=r"at least 3 speakers, but its recordings are of 2 \(1, 2\)"):
         load_splits(DataConfig(name="audiomnist", root=audiomnist_root))
 
 

@@ -66,7 +66,7 @@ CACHE_NAME = "decnn_logmel_cache.pt"
 SHOW_PROGRESS_FROM = 200  # clips to compute before a progress bar is worth showing
 
 AUDIOMNIST_LAYOUT = "AudioMNIST/data/<speaker>/<digit>_<speaker>_<index>.wav"
-AUDIOMNIST_NAME = re.compile(r"^(\d)_(\d+)_(\d+)\.wav$", re.IGNORECASE)
+AUDIOMNIST_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)  # speaker: numbers or words
 AUDIOMNIST_TEST_SHARE = 0.2
 FLUENT_FOLDER = "fluent_speech_commands_dataset"
 FLUENT_LAYOUT = f"{FLUENT_FOLDER}/data/{{train,valid,test}}_data.csv and the wavs/ they list"
@@ -140,6 +140,12 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
 def wav_log_mel(path: Path) -> torch.Tensor:
     """``log_mel`` of one WAV file: (1, 32, 32) in [0, 1]."""
     return log_mel(*read_wav(path))
+
+
+def _wavs(folder: Path, patterns: Sequence[str]) -> list[Path]:
+    """The files matching ``patterns`` (globs without the extension) whose name ends in .wav in any case."""
+    found = {path for pattern in patterns for path in folder.glob(pattern)}
+    return sorted(path for path in found if path.suffix.lower() == ".wav" and path.is_file())
 
 
 def _save_atomically(payload: dict, path: Path) -> None:
@@ -243,21 +249,32 @@ def audiomnist_files(cfg: DataConfig) -> tuple[Path, list[tuple[str, int, str]]]
     """The AudioMNIST folder and its clips as (path relative to it, digit, speaker), sorted by path.
 
     WAVs are looked for in ``AudioMNIST/data/<speaker>/``, ``AudioMNIST/data/`` and ``AudioMNIST/``; the
-    digit and the speaker come from the file name ``<digit>_<speaker>_<index>.wav``.
+    digit and the speaker come from the file name ``<digit>_<speaker>_<index>.wav``. A speaker is a number
+    (AudioMNIST's own, ``01``-``60``, kept without leading zeros) or any other name (``george``).
     """
     folder = resolve_root(cfg, AUDIOMNIST_LAYOUT) / "AudioMNIST"
     if not folder.is_dir():
         raise DecnnError(f"{folder} is missing; the data root must hold {AUDIOMNIST_LAYOUT}")
-    found = sorted({*folder.glob("data/*/*.wav"), *folder.glob("data/*.wav"), *folder.glob("*.wav")})
+    found = _wavs(folder, ("data/*/*", "data/*", "*"))
+    if not found:
+        raise DecnnError(f"no WAV files under {folder}; put AudioMNIST's recordings there as {AUDIOMNIST_LAYOUT}")
     clips = []
     for path in found:
         match = AUDIOMNIST_NAME.match(path.name)
         if match:
-            clips.append((path.relative_to(folder).as_posix(), int(match[1]), str(int(match[2]))))
+            clips.append((path.relative_to(folder).as_posix(), int(match[1]), _speaker_id(match[2])))
     if not clips:
-        seen = f" (found {len(found)} WAVs, none named <digit>_<speaker>_<index>.wav)" if found else ""
-        raise DecnnError(f"no AudioMNIST recordings under {folder}{seen}; put them there as {AUDIOMNIST_LAYOUT}")
+        raise DecnnError(
+            f"none of the {len(found)} WAV files under {folder} (e.g. {found[0].name}) is named "
+            f"<digit>_<speaker>_<index>.wav; rename them so (e.g. 7_01_32.wav), as in {AUDIOMNIST_LAYOUT}"
+        )
     return folder, clips
+
+
+def _speaker_id(name: str) -> str:
+    """A speaker as the suite names it: AudioMNIST's numbers without leading zeros (``01`` -> ``1``, as
+    before speakers could be words, so seeded splits stay the same), other names as they are."""
+    return str(int(name)) if name.isascii() and name.isdigit() else name
 
 
 def split_speakers(
@@ -268,8 +285,9 @@ def split_speakers(
     ordered = sorted(set(speakers))
     if len(ordered) < 3:
         raise DecnnError(
-            f"AudioMNIST is split by speaker and needs recordings of at least 3 speakers, found {len(ordered)}; "
-            f"add more speaker folders as {AUDIOMNIST_LAYOUT}"
+            f"AudioMNIST is split by speaker and needs recordings of at least 3 speakers, but its recordings "
+            f"are of {len(ordered)} ({', '.join(ordered) or 'none'}); add recordings of more speakers, named "
+            f"<digit>_<speaker>_<index>.wav as in {AUDIOMNIST_LAYOUT}"
         )
     order = [ordered[i] for i in torch.randperm(len(ordered), generator=torch.Generator().manual_seed(seed))]
     n_test = min(len(order) - 2, max(1, round(len(order) * test_share)))
