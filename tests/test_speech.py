@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
+from decnn_cli.cli import app
 from decnn_cli.config import DataConfig
 from decnn_cli.data import DATASETS, load_splits, speech
 from decnn_cli.errors import DecnnError
@@ -504,6 +506,19 @@ def test_fsdd_without_test_indices_or_too_few_takes_is_a_clear_error(tmp_path: P
         write_wav(lonely / f"1_ada_{index}.wav", tone(440, 0.2, 8_000), 8_000)
     with pytest.raises(DecnnError, match="ada has only one recording of digit 1 outside the test indices 0-4"):
         load_splits(DataConfig(name="fsdd", root=tmp_path / "lonely"))
+
+
+def test_train_prints_and_saves_the_split_notes(runner, fsdd_root: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    args = ["train", "--dataset", "fsdd", "--data-root", str(fsdd_root), "--method", "standard"]
+    result = runner.invoke(app, [*args, "--epochs", "1", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fsdd: speakers (3): george, jackson, theo" in result.stderr
+    assert "fsdd: recordings: train 81, val 9, test 45" in result.stderr
+    (run,) = out.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "speakers (3): george, jackson, theo" in metrics["data_notes"]
+    assert (metrics["train_examples"], metrics["val_examples"], metrics["test_examples"]) == (81, 9, 45)
 
 
 @pytest.mark.skipif(
