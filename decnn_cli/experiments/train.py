@@ -95,7 +95,7 @@ def _train(
         engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, None, on_epoch_start, dctx)
         return TrainOutcome(None, {})
     for note in splits.notes:  # what the dataset chose (its split, speakers, counts); also in metrics.json
-        console.print(f"{cfg.data.name}: {note}", markup=False, highlight=False)
+        console.print(f"{cfg.data.name}: {note}", markup=False, highlight=False, soft_wrap=True)
     with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
         write_text_atomic(run.path / "config.toml", dump_toml(cfg))
         started = time.perf_counter()
