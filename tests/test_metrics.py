@@ -94,6 +94,17 @@ def test_vote_entropy_extremes():
     assert vote_entropy(split, 10)[0] == pytest.approx(math.log(2))
 
 
+def test_vote_entropy_is_bit_identical_under_any_relabelling_of_the_classes():
+    rng = np.random.default_rng(0)
+    k = 10
+    votes = np.minimum(rng.integers(0, k, (32, 300)), rng.integers(0, k, (32, 300)))  # uneven vote patterns
+    reference = vote_entropy(votes, k)
+    for _ in range(5):
+        relabelled = rng.permutation(k)[votes]
+        assert np.array_equal(vote_entropy(relabelled, k), reference)  # ==, not approximately
+    assert np.array_equal(vote_entropy(k - 1 - votes, k), reference)
+
+
 def test_multilabel_vote_entropy_is_binary_per_attribute():
     votes = np.array([[[1, 0]], [[0, 0]]])  # (S=2, N=1, K=2): attribute 0 split, attribute 1 agreed
     assert vote_entropy(votes, 2)[0] == pytest.approx(math.log(2) / 2)
