@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -39,24 +41,41 @@ def git_revision() -> str | None:
         return None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """An open temporary file beside ``path``, renamed onto ``path`` when the block ends without an error.
+
+    The temporary file has a unique hidden name (concurrent writers never share one) and is created as ``open``
+    creates files, with mode 0666 less the umask (0644 under umask 022); ``tempfile.mkstemp`` would make it 0600.
+    On an error it is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
 
 
 def save_npz_atomic(path: Path, **arrays: Any) -> None:
     """``np.savez_compressed`` to a temp file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

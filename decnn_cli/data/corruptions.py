@@ -13,7 +13,6 @@ are given in pixels of a 28x28 image and scale with ``min(H, W) / 28``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from skimage import color, feature, util
 from torchvision.utils import save_image
 
 from decnn_cli.errors import DecnnError
+from decnn_cli.results import atomic_file
 
 Corruption = Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]
 
@@ -354,14 +354,8 @@ def corruption_sheet(image: torch.Tensor, path: Path, severity: int = DEFAULT_SE
         raise DecnnError("pass corruption_sheet one image of shape (C, H, W) with values in [0, 1]")
     clean = image.detach().to("cpu", torch.float32)[None]
     tiles = torch.cat([clean, *(corrupt(clean, name, severity) for name in CORRUPTIONS)])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        save_image(tiles, partial, nrow=SHEET_COLUMNS, padding=2, pad_value=1.0, format="png")
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(Path(path)) as handle:
+        save_image(tiles, handle, nrow=SHEET_COLUMNS, padding=2, pad_value=1.0, format="png")
 
 
 __all__ = [

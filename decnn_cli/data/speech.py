@@ -30,9 +30,7 @@ and size; written atomically; skipped when the folder is read-only). Only the WA
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -143,14 +141,10 @@ def wav_log_mel(path: Path) -> torch.Tensor:
 
 
 def _save_atomically(payload: dict, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    from decnn_cli.results import atomic_file
+
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 def _read_cache(path: Path) -> dict[tuple[str, int], torch.Tensor]:
