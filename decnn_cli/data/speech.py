@@ -46,7 +46,6 @@ import contextlib
 import os
 import re
 import stat
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -203,14 +202,10 @@ def _wavs(folder: Path, patterns: Sequence[str]) -> list[Path]:
 
 
 def _save_atomically(payload: dict, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    from decnn_cli.results import atomic_file
+
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 def _writable(folder: Path) -> bool:
