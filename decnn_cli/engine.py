@@ -29,6 +29,7 @@ from decnn_cli.data.spec import DataSpec
 from decnn_cli.distributed import Distributed
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods import LossContext, MethodSpec, get_method
+from decnn_cli.results import atomic_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -252,9 +253,8 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: RunConfig, spec: DataSpec
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **(extra or {}),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 @dataclass

@@ -95,11 +95,15 @@ def aupr(scores_negative: np.ndarray, scores_positive: np.ndarray) -> float:
 
 
 def fpr_at_tpr(scores_negative: np.ndarray, scores_positive: np.ndarray, tpr: float = 0.95) -> float:
-    """False-positive rate at the first threshold that reaches ``tpr`` true-positive rate."""
+    """False-positive rate at the first threshold that reaches ``tpr`` true-positive rate.
+
+    Every threshold is kept (``drop_intermediate=False``): scikit-learn's default drops points that lie on a
+    straight segment of the curve, and the first one reaching ``tpr`` can be among them.
+    """
     if len(scores_negative) == 0 or len(scores_positive) == 0:
         return float("nan")
     y = np.r_[np.zeros(len(scores_negative)), np.ones(len(scores_positive))]
-    fpr, tprs, _ = roc_curve(y, np.r_[scores_negative, scores_positive])
+    fpr, tprs, _ = roc_curve(y, np.r_[scores_negative, scores_positive], drop_intermediate=False)
     return float(fpr[np.searchsorted(tprs, tpr, side="left")])
 
 

@@ -70,12 +70,15 @@ def save_roc_curves(curves: dict[str, tuple], title: str, path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
+    from decnn_cli.results import atomic_file
+
     plt = _pyplot()
-    tmp = path.with_name(f".{path.name}")
     fig.tight_layout()
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path) as handle:
+            fig.savefig(handle, format="png")
+    finally:
+        plt.close(fig)
 
 
 def save_reliability_grid(panels: dict[str, dict], path: Path) -> None:

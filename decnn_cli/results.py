@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
+import socket
 import subprocess
-import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -42,24 +47,41 @@ def git_revision() -> str | None:
         return None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """An open temporary file beside ``path``, renamed onto ``path`` when the block ends without an error.
+
+    The temporary file has a unique hidden name (concurrent writers never share one) and is created as ``open``
+    creates files, with mode 0666 less the umask (0644 under umask 022); ``tempfile.mkstemp`` would make it 0600.
+    On an error it is removed and ``path`` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
 
 
 def save_npz_atomic(path: Path, **arrays: Any) -> None:
     """``np.savez_compressed`` to a temp file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -110,11 +132,96 @@ def _model_name(checkpoint: Path, dataset: str) -> str:
     return "-".join(parts)
 
 
+PARTIAL_PREFIX = ".partial-"
+OWNER_FILE = ".owner"
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields 3.. of /proc/PID/stat (state first, start time at index 19); empty where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _owner_record() -> str:
+    """``pid host start`` of this process, as kept in a partial folder's owner file."""
+    stat = _proc_stat(os.getpid())
+    return f"{os.getpid()} {socket.gethostname()} {stat[19] if len(stat) > 19 else '-'}\n"
+
+
+def _owner_gone(record: str) -> bool:
+    """Whether the process an owner record names has certainly ended (a zombie has ended; so has a process whose pid
+    now belongs to a later process). Anything that cannot be told, such as another host's process, counts as alive.
+    """
+    try:
+        pid_text, host, start = record.split()
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's process
+    stat = _proc_stat(pid)
+    if len(stat) <= 19:
+        return False
+    return stat[0] in ("Z", "X") or (start != "-" and stat[19] != start)
+
+
+def _read_owner(folder: Path) -> str | None:
+    try:
+        return (folder / OWNER_FILE).read_text()
+    except OSError:
+        return None
+
+
+def _abandoned(folder: Path) -> bool:
+    """Whether a run may take over the partial folder of its own name: its owner has ended, or it has no owner file
+    and is over a minute old (written before owners were recorded; a live run writes its owner file at once)."""
+    record = _read_owner(folder)
+    if record is not None:
+        return _owner_gone(record)
+    try:
+        return time.time() - folder.stat().st_mtime > 60
+    except OSError:
+        return True  # gone meanwhile
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Remove the ``.partial-*`` folders in ``out_dir`` left by runs whose process has ended (``kill -9``, power
+    loss); a live process's folder is never touched, nor one without an owner file (it may belong to a run of an
+    older version of decnn still going). Returns the folders removed."""
+    removed = []
+    for folder in sorted(out_dir.glob(f"{PARTIAL_PREFIX}*")):
+        record = _read_owner(folder)
+        if record is None or not folder.is_dir() or not _owner_gone(record):
+            continue
+        # Moved aside first and checked again, so that a run re-creating the same name meanwhile keeps its folder.
+        aside = folder.with_name(f".stale-{folder.name[len(PARTIAL_PREFIX) :]}.{secrets.token_hex(4)}")
+        try:
+            folder.rename(aside)
+        except OSError:
+            continue
+        if _read_owner(aside) == record:
+            shutil.rmtree(aside, ignore_errors=True)
+            removed.append(folder)
+        else:
+            with contextlib.suppress(OSError):
+                aside.rename(folder)
+    return removed
+
+
 class RunFolder:
     """A run's folder, built under a hidden temporary name and renamed into place only on success.
 
-    A run that fails (or is killed) leaves at most a ``.partial-*`` folder, which never looks finished;
-    ``__exit__`` removes it on ordinary errors.
+    A run that fails leaves nothing (``__exit__`` removes its ``.partial-*`` folder); one that is killed leaves a
+    ``.partial-*`` folder, which never looks finished and names its process (pid, host, start time) in an owner
+    file. Entering a RunFolder removes the partial folders of ``out_dir`` whose process has ended.
     """
 
     def __init__(self, out_dir: Path, name: str):
@@ -124,17 +231,33 @@ class RunFolder:
         while self.final.exists():
             self.final = out_dir / f"{name}-{suffix}"
             suffix += 1
-        self.path = out_dir / f".partial-{self.final.name}"
+        self.path = out_dir / f"{PARTIAL_PREFIX}{self.final.name}"
 
     def __enter__(self) -> RunFolder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir()
+        remove_stale_partials(self.out_dir)
+        base, suffix = self.final.name, 1
+        while True:
+            try:
+                self.path.mkdir()
+                break
+            except FileExistsError:
+                if _abandoned(self.path):  # a dead run's: start it afresh
+                    shutil.rmtree(self.path, ignore_errors=True)
+                    continue
+            # Another live process builds a run of this name: take the next free one.
+            self.final = self.out_dir / f"{base}-{suffix}"
+            while self.final.exists():
+                suffix += 1
+                self.final = self.out_dir / f"{base}-{suffix}"
+            self.path = self.out_dir / f"{PARTIAL_PREFIX}{self.final.name}"
+            suffix += 1
+        (self.path / OWNER_FILE).write_text(_owner_record())
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is None:
+            (self.path / OWNER_FILE).unlink(missing_ok=True)
             os.replace(self.path, self.final)
         else:
             shutil.rmtree(self.path, ignore_errors=True)

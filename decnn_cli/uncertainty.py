@@ -129,13 +129,15 @@ def vote_entropy(votes: np.ndarray, num_classes: int, per_attribute: bool = Fals
 
     votes (S, N) class indices -> (N,); 0 when all agree, log K when spread evenly over K classes.
     Multi-label votes (S, N, K) 0/1 -> binary vote entropy per attribute, averaged over attributes.
-    (``per_attribute`` keeps the (N, K) values.) Higher = more uncertain.
+    (``per_attribute`` keeps the (N, K) values.) Higher = more uncertain. It depends only on the multiset of
+    vote counts: permuting the class labels leaves it bit-identical.
     """
     if votes.ndim == 3:
         per = _binary_entropy(votes.mean(axis=0))  # (N, K)
         return per if per_attribute else per.mean(axis=-1)
     counts = np.stack([(votes == c).sum(axis=0) for c in range(num_classes)], axis=-1)  # (N, K)
-    return _entropy(counts / votes.shape[0])
+    # Sorted, so equal vote patterns over different classes sum in the same order and tie exactly in a ROC.
+    return _entropy(np.sort(counts, axis=-1) / votes.shape[0])
 
 
 def predictive_entropy(probs: np.ndarray, task: Task) -> np.ndarray:

@@ -93,6 +93,29 @@ def test_truncated_idx_file_is_a_clear_error(mnist_root: Path):
         load_splits(DataConfig(name="mnist", root=mnist_root))
 
 
+@pytest.mark.parametrize("file", ["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"])
+def test_idx_file_with_a_wrong_magic_number_is_one_sentence_naming_the_file_and_the_fix(mnist_root: Path, file: str):
+    path = mnist_root / "MNIST" / "raw" / file
+    data = path.read_bytes()
+    path.write_bytes(b"\x00\x00\x08\x02" + data[4:])  # a matrix's magic number: the right bytes, the wrong kind
+    with pytest.raises(DecnnError) as caught:
+        load_splits(DataConfig(name="mnist", root=mnist_root))
+    message = str(caught.value)
+    kind = "label" if "labels" in file else "image"
+    assert message.startswith(f"{path} is not an IDX {kind} file (its magic number is 0x00000802 ")
+    assert "re-download with --download" in message and "intact copy" in message
+    assert message.replace(str(path), "PATH").count(". ") == 0, "one sentence"
+
+
+def test_truncated_idx_file_error_names_the_file_and_both_lengths(mnist_root: Path):
+    path = mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])
+    with pytest.raises(DecnnError, match="re-download with --download") as caught:
+        load_splits(DataConfig(name="mnist", root=mnist_root))
+    assert str(caught.value).startswith(f"{path} is corrupt (it holds {len(data) - 3} bytes where its header asks")
+
+
 def test_mismatched_label_file_is_a_clear_error(mnist_root: Path):
     import numpy as np
 

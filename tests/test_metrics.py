@@ -67,6 +67,17 @@ def test_fpr_at_95_tpr_and_aupr_on_separable_scores():
     assert metrics.fpr_at_tpr(pos, neg) == 1.0
 
 
+def test_fpr_at_95_tpr_takes_the_first_threshold_on_a_straight_stretch_of_the_curve():
+    # 20 outliers (positive), 20 inliers. 18 outliers score 1 (TPR 0.90 at FPR 0); then one outlier and one
+    # inlier tie at 0.5 (0.95, 0.05), one of each at 0.4 (1.0, 0.10). The middle point lies on the straight line
+    # between its neighbours, which roc_curve drops by default, answering 0.10.
+    neg = np.r_[0.5, 0.4, np.zeros(18)]
+    pos = np.r_[np.ones(18), 0.5, 0.4]
+    assert metrics.fpr_at_tpr(neg, pos) == pytest.approx(0.05)
+    assert metrics.fpr_at_tpr(neg, pos, tpr=0.9) == 0.0
+    assert metrics.fpr_at_tpr(neg, pos, tpr=0.96) == pytest.approx(0.10)
+
+
 def test_misclassification_auroc_with_wrong_predictions_positive():
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.45, 0.55]])
     labels = np.array([0, 0, 0, 1])  # third prediction is wrong
@@ -81,6 +92,17 @@ def test_vote_entropy_extremes():
     assert vote_entropy(uniform, 4)[0] == pytest.approx(math.log(4))
     split = np.array([[0], [0], [1], [1]])
     assert vote_entropy(split, 10)[0] == pytest.approx(math.log(2))
+
+
+def test_vote_entropy_is_bit_identical_under_any_relabelling_of_the_classes():
+    rng = np.random.default_rng(0)
+    k = 10
+    votes = np.minimum(rng.integers(0, k, (32, 300)), rng.integers(0, k, (32, 300)))  # uneven vote patterns
+    reference = vote_entropy(votes, k)
+    for _ in range(5):
+        relabelled = rng.permutation(k)[votes]
+        assert np.array_equal(vote_entropy(relabelled, k), reference)  # ==, not approximately
+    assert np.array_equal(vote_entropy(k - 1 - votes, k), reference)
 
 
 def test_multilabel_vote_entropy_is_binary_per_attribute():

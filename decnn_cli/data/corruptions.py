@@ -2,43 +2,45 @@
 
 ``corrupt(images, name, severity, seed)`` takes (N, C, H, W) floats in [0, 1] with any channel count and size and
 returns a corrupted copy of the same shape and dtype in [0, 1]. The image operations are torchvision's, SciPy's
-and scikit-image's; only what they lack is written here: the drawn overlays (stripe, dotted line, zigzag), the fog
-texture, glass blur's pixel jitter and motion blur's streak.
+and scikit-image's; only what they lack is written here, following the released MNIST-C code
+(github.com/google-research/mnist-c, ``corruptions.py``): the drawn lines, the plasma-fractal fog, the mud
+spatter, glass blur's pixel swaps and motion blur's streak.
 
-Severity 3 approximates the setting in MNIST-C's own code (the default severity of each of its functions, which
-made its released data set); 1-2 are milder and 4-5 harsher, as in ImageNet-C's five levels. Spatial parameters
-are given in pixels of a 28x28 image and scale with ``min(H, W) / 28``.
+Severity 3 is the setting that made MNIST-C's released data set (the default severity of each of its functions);
+1-2 are milder and 4-5 harsher, as in ImageNet-C's five levels. Spatial parameters are given in pixels of a 28x28
+image and scale with ``min(H, W) / 28``. The random draws come from NumPy's ``Generator``, so for a seed the
+images differ from the released files while following the same distribution.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from scipy import ndimage
-from skimage import color, feature, util
+from skimage import color, feature, transform, util
 from torchvision.utils import save_image
 
 from decnn_cli.errors import DecnnError
+from decnn_cli.results import atomic_file
 
-Corruption = Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]
+Corruption = Callable[[torch.Tensor, Any, np.random.Generator], torch.Tensor]
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
-# Severity 3 is closest to MNIST-C's released data set, so a run at the default compares with published MNIST-C
-# numbers (canny_edges, which has nothing harsher than MNIST-C's bare edge map, reaches that only at 5).
+# Severity 3 is the setting of MNIST-C's released data set, so a run at the default compares with published MNIST-C
+# numbers.
 DEFAULT_SEVERITY = 3
 REFERENCE_SIZE = 28
 SHEET_COLUMNS = 8
 _BILINEAR = TF.InterpolationMode.BILINEAR
 _MUD = 63 / 255  # MNIST-C's spatter colour
-_ZIGZAG_VERTICES = np.r_[0.0, np.arange(2.0, 23.0, 4.0)]  # MNIST-C's zigzag: 2 px legs, then 4 px between turns
-_FOG_EXPONENT = 1.5  # amplitude spectrum 1/f^1.5, about MNIST-C's plasma fractal at wibble decay 1.4
+_FOG_MAP_SIZE = 256  # side of MNIST-C's plasma fractal, cropped to the image
 
 
 def _size_factor(x: torch.Tensor) -> float:
@@ -60,25 +62,23 @@ def _affine_by_sign(x: torch.Tensor, signs: np.ndarray, **params: Callable[[np.n
     return out
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    # SciPy rather than TF.gaussian_blur: many times faster on CPU, and with skimage's edge mode, as in MNIST-C.
-    return torch.from_numpy(ndimage.gaussian_filter(x.numpy(), (0, 0, sigma, sigma), mode="nearest"))
+def _line_profile(ends: np.ndarray, width: float, height: int, breadth: int) -> np.ndarray:
+    """(N, H, W) MNIST-C's ``line_from_points`` for N lines at once; ``ends`` (N, 2, 2) as (column, row) pixels.
 
-
-def _stroke(vertices: np.ndarray, width: float, height: int, breadth: int) -> np.ndarray:
-    """(N, H, W) intensity of one polyline per image through ``vertices`` (N, K, 2) as (column, row).
-
-    MNIST-C's profile ``1 + log(1 - d / width)`` (clipped to [0, 1]) of the distance d to the nearest segment.
+    Intensity ``1 + log(1 - d / width)``, clipped to [0, 1], of the vertical distance d from a pixel to the line
+    through the two ends, kept in columns floor(c0) to ceil(c1) - 1 only; a vertical pair (c0 == c1) draws nothing.
+    MNIST-C's width is 2.3 px, which lights pixels up to 1.45 px above and below the line.
     """
-    cols = np.arange(breadth, dtype=np.float32)[None, None, :]
-    rows = np.arange(height, dtype=np.float32)[None, :, None]
-    dist = np.full((len(vertices), height, breadth), np.inf, dtype=np.float32)
-    for start, end in zip(vertices[:, :-1].transpose(1, 0, 2), vertices[:, 1:].transpose(1, 0, 2), strict=True):
-        c0, r0 = (start[:, i, None, None].astype(np.float32) for i in (0, 1))
-        dc, dr = ((end - start)[:, i, None, None].astype(np.float32) for i in (0, 1))
-        t = np.clip(((cols - c0) * dc + (rows - r0) * dr) / np.maximum(dc**2 + dr**2, 1e-12), 0.0, 1.0)
-        np.minimum(dist, np.hypot(cols - c0 - t * dc, rows - r0 - t * dr), out=dist)
-    return np.clip(1.0 + np.log(np.clip(1.0 - dist / width, 1e-12, None)), 0.0, 1.0)
+    c0, r0, c1, r1 = (ends[:, i, j, None, None].astype(np.float64) for i in (0, 1) for j in (0, 1))
+    cols = np.arange(breadth, dtype=np.float64)[None, None, :]
+    rows = np.arange(height, dtype=np.float64)[None, :, None]
+    vertical = c1 == c0
+    slope = (r1 - r0) / np.where(vertical, 1.0, c1 - c0)
+    dist = np.minimum(np.abs(rows - (slope * (cols - c0) + r0)), width - 1e-10)
+    with np.errstate(divide="ignore"):
+        line = np.clip(1.0 + np.log(1.0 - dist / width), 0.0, 1.0)
+    outside = (cols < np.floor(c0)) | (cols >= np.ceil(c1)) | vertical  # (N, 1, W)
+    return np.where(outside, 0.0, line)
 
 
 def _add_overlay(x: torch.Tensor, overlay: np.ndarray) -> torch.Tensor:
@@ -91,20 +91,34 @@ def _to_pixels(points: np.ndarray, x: torch.Tensor) -> np.ndarray:
     return points * np.array([(breadth - 1) / (REFERENCE_SIZE - 1), (height - 1) / (REFERENCE_SIZE - 1)])
 
 
-def _fractal_noise(rng: np.random.Generator, n: int, height: int, breadth: int) -> np.ndarray:
-    """(n, H, W) cloud texture in [0, 1]: 1/f noise, made twice the image size and cropped (MNIST-C crops too)."""
-    size = 2 * max(height, breadth)
-    freq = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :])
-    freq[0, 0] = np.inf
-    amplitude = (freq**-_FOG_EXPONENT).astype(np.float32)
-    out = np.empty((n, height, breadth), dtype=np.float32)
-    for lo in range(0, n, 1024):
-        white = rng.standard_normal((min(1024, n - lo), size, size), dtype=np.float32)
-        field = np.fft.irfft2(np.fft.rfft2(white) * amplitude, s=(size, size))
-        field -= field.min(axis=(1, 2), keepdims=True)
-        field /= field.max(axis=(1, 2), keepdims=True)
-        out[lo : lo + len(field)] = field[:, :height, :breadth]
-    return out
+def _plasma_fractal(rng: np.random.Generator, n: int, size: int, decay: float) -> np.ndarray:
+    """(n, size, size) diamond-square height maps in [0, 1], as MNIST-C's (and ImageNet-C's) ``plasma_fractal``.
+
+    ``size`` is a power of two. The map wraps around; each square and diamond midpoint is the mean of its four
+    corners plus a uniform draw in [-w^2, w^2] (the released code multiplies a U(-w, w) draw by w again), with w
+    starting at 100 and divided by ``decay`` at each halving of the step.
+    """
+    field = np.zeros((n, size, size))
+    step, wibble = size, 100.0
+
+    def wibbled_mean(total: np.ndarray) -> np.ndarray:
+        return total / 4 + wibble * rng.uniform(-wibble, wibble, total.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = field[:, ::step, ::step]
+        square = corners + np.roll(corners, -1, axis=1)
+        square = square + np.roll(square, -1, axis=2)
+        field[:, half::step, half::step] = wibbled_mean(square)
+        centres, corners = field[:, half::step, half::step], field[:, ::step, ::step]
+        across = (centres + np.roll(centres, 1, axis=1)) + (corners + np.roll(corners, -1, axis=2))
+        field[:, ::step, half::step] = wibbled_mean(across)
+        down = (centres + np.roll(centres, 1, axis=2)) + (corners + np.roll(corners, -1, axis=1))
+        field[:, half::step, ::step] = wibbled_mean(down)
+        step //= 2
+        wibble /= decay
+    field -= field.min(axis=(1, 2), keepdims=True)
+    return field / field.max(axis=(1, 2), keepdims=True)
 
 
 def _shot_noise(x: torch.Tensor, photons: float, rng: np.random.Generator) -> torch.Tensor:
@@ -117,31 +131,57 @@ def _impulse_noise(x: torch.Tensor, amount: float, rng: np.random.Generator) -> 
     return torch.from_numpy(util.random_noise(x.numpy(), mode="s&p", amount=amount, rng=rng)).to(x.dtype)
 
 
-def _glass_blur(x: torch.Tensor, reach: float, rng: np.random.Generator) -> torch.Tensor:
-    """Gaussian blur, two rounds of local pixel jitter by up to ``reach`` px, blur again (sigma 0.5 + 0.2 reach px).
+def _vertical_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of (N, C, H, W) along H only, with scikit-image's edge mode.
 
-    ImageNet-C swaps pixels one at a time in a Python loop; here each pixel, with probability 1/2, takes the value
-    of the pixel a random offset in [-reach, reach] (rounded) away, all pixels at once.
+    MNIST-C calls ``gaussian(image, sigma, multichannel=True)`` on 2-D images, so scikit-image took the columns
+    for channels and blurred along the rows' axis (down the image) only; this keeps that.
     """
-    n, channels, height, breadth = x.shape
+    return ndimage.gaussian_filter(x, (0, 0, sigma, 0), mode="nearest", truncate=4.0)
+
+
+def _local_swaps(x: np.ndarray, reach: int, rounds: int, rng: np.random.Generator) -> np.ndarray:
+    """Glass blur's pixel shuffle, in place on (N, C, H, W): ``rounds`` scans of the pixels.
+
+    As MNIST-C (and ImageNet-C) scan them: rows from H - reach down to reach + 1, within each row the columns from
+    W - reach down to reach + 1; each pixel, with probability 1/2, swaps places (all channels) with the pixel
+    (dy, dx) away, dx and dy uniform integers in [-reach, reach - 1] (NumPy's ``randint(-reach, reach)`` leaves the
+    upper end out). A swap moves values and never copies them, so the multiset of values is kept.
+    """
+    n, _, height, breadth = x.shape
+    images = np.arange(n)
+    for _ in range(rounds):
+        for row in range(height - reach, reach, -1):
+            for col in range(breadth - reach, reach, -1):
+                moving = images[rng.random(n) < 0.5]
+                shift = rng.integers(-reach, reach, size=(2, len(moving)))  # (dx, dy) per moving image
+                rows, cols = row + shift[1], col + shift[0]
+                here = x[moving, :, row, col]  # (k, C); a copy, advanced indexing
+                x[moving, :, row, col] = x[moving, :, rows, cols]
+                x[moving, :, rows, cols] = here
+    return x
+
+
+def _glass_blur(x: torch.Tensor, params: tuple[float, int, int], rng: np.random.Generator) -> torch.Tensor:
+    """MNIST-C's glass blur with ``(sigma, reach, rounds)``: blur, store as 8 bits, swap pixels, blur again.
+
+    The blur runs down the image only (see ``_vertical_blur``); the 8-bit store truncates, as ``np.uint8`` does.
+    """
+    sigma, reach, rounds = params
     scale = _size_factor(x)
-    sigma = (0.5 + 0.2 * reach) * scale
-    x = _gaussian_blur(x, sigma)
-    rows = torch.arange(height, dtype=torch.int32)[:, None]
-    cols = torch.arange(breadth, dtype=torch.int32)[None, :]
-    for _ in range(2):
-        draw = torch.from_numpy(rng.random((3, n, height, breadth), dtype=np.float32))
-        offset = ((draw[1:] * 2 - 1) * (reach * scale)).round_().to(torch.int32) * (draw[0] < 0.5)
-        index = (rows + offset[0]).clamp_(0, height - 1) * breadth + (cols + offset[1]).clamp_(0, breadth - 1)
-        index = index.view(n, 1, -1).expand(n, channels, -1).long()
-        x = x.flatten(2).gather(2, index).view(n, channels, height, breadth)
-    return _gaussian_blur(x, sigma)
+    sigma_px, reach_px = sigma * scale, max(1, round(reach * scale))
+    blurred = np.floor(_vertical_blur(x.numpy().astype(np.float64), sigma_px) * 255.0) / 255.0
+    shuffled = _local_swaps(blurred, reach_px, int(rounds), rng)
+    return torch.from_numpy(_vertical_blur(shuffled, sigma_px).clip(0.0, 1.0)).to(x.dtype)
 
 
 def _motion_blur(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
-    """ImageMagick's motion blur as MNIST-C uses it: a one-sided Gaussian (``sigma`` px) streak at -45..45 degrees.
+    """An approximation of ImageMagick's motion blur as MNIST-C uses it: a one-sided Gaussian (``sigma`` px) streak
+    at -45..45 degrees.
 
-    The image is averaged with copies of itself shifted by 0..3 sigma along the streak, weighted by the Gaussian.
+    The image is averaged with copies of itself shifted by 0..3 sigma along the streak, weighted by the Gaussian,
+    with bilinear sub-pixel shifts; ImageMagick (radius 10 px in MNIST-C) shifts by whole pixels and MNIST-C stores
+    its result as 8-bit PNG, so single pixels differ slightly.
     """
     n = len(x)
     angle = np.deg2rad(rng.uniform(-45.0, 45.0, size=n))
@@ -162,9 +202,35 @@ def _motion_blur(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> tor
     return out
 
 
-def _shear(x: torch.Tensor, degrees: float, rng: np.random.Generator) -> torch.Tensor:
-    """Horizontal shear by ``degrees`` about the centre, in a random direction per image."""
-    return _affine_by_sign(x, _signs(rng, len(x)), shear=lambda s: [float(s[0] * degrees), 0.0])
+def _shear_matrix(angle: float, height: int, breadth: int) -> np.ndarray:
+    """(3, 3) output-to-input pixel map of MNIST-C's shear by ``angle`` radians about the image centre.
+
+    MNIST-C built ``AffineTransform(shear=angle)`` with the scikit-image of its time, whose matrix is
+    [[1, -sin a], [0, cos a]] (scikit-image 0.19 and later use [[1, -tan a], [0, 1]] instead), and added the
+    translation that keeps the centre (13.5, 13.5) fixed. Used as ``warp``'s inverse map, columns shift by
+    sin(a) px per row and the image is stretched down by 1 / cos(a).
+    """
+    centre = np.array([(breadth - 1) / 2, (height - 1) / 2])  # (x, y) = (column, row)
+    linear = np.array([[1.0, -math.sin(angle)], [0.0, math.cos(angle)]])
+    matrix = np.eye(3)
+    matrix[:2, :2] = linear
+    matrix[:2, 2] = centre - linear @ centre
+    return matrix
+
+
+def _shear(x: torch.Tensor, angle: float, rng: np.random.Generator) -> torch.Tensor:
+    """MNIST-C's shear by ``angle`` radians (see ``_shear_matrix``), in a random direction per image.
+
+    Each channel goes through ``skimage.transform.warp``: bilinear, 0 outside the image, as released.
+    """
+    height, breadth = x.shape[-2:]
+    signs = _signs(rng, len(x))[:, 0]
+    out = np.empty(x.shape, dtype=np.float64)
+    maps = {sign: transform.AffineTransform(matrix=_shear_matrix(sign * angle, height, breadth)) for sign in (-1, 1)}
+    for i, image in enumerate(x.numpy().astype(np.float64)):
+        for c, plane in enumerate(image):
+            out[i, c] = transform.warp(plane, maps[int(signs[i])], order=1, mode="constant", cval=0.0)
+    return torch.from_numpy(out).to(x.dtype)
 
 
 def _scale(x: torch.Tensor, factor: float, rng: np.random.Generator) -> torch.Tensor:
@@ -201,59 +267,103 @@ def _stripe(x: torch.Tensor, pixels: float, rng: np.random.Generator) -> torch.T
     return out
 
 
-def _fog(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
-    """MNIST-C's fog: ``(x + strength * cloud) * peak / (peak + strength)``, peak the image's maximum."""
-    cloud = torch.from_numpy(_fractal_noise(rng, len(x), *x.shape[-2:]))[:, None].to(x.dtype)
-    peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + strength * cloud) * peak / (peak + strength)
+def _fog(x: torch.Tensor, params: tuple[float, float], rng: np.random.Generator) -> torch.Tensor:
+    """MNIST-C's fog with ``(strength, decay)``: ``(x + strength * cloud) * peak / (peak + strength)``.
+
+    ``cloud`` is the top-left H x W corner of a 256 x 256 plasma fractal (``_plasma_fractal``, wibble decay
+    ``decay``; a larger power of two for images over 256 px), one per image and shared by its channels; ``peak``
+    is the image's maximum.
+    """
+    strength, decay = params
+    n, _, height, breadth = x.shape
+    size = max(_FOG_MAP_SIZE, 1 << (max(height, breadth) - 1).bit_length())
+    cloud = np.empty((n, height, breadth))
+    for lo in range(0, n, 64):  # 64 maps of 256 x 256 doubles at a time: 32 MiB
+        cloud[lo : lo + 64] = _plasma_fractal(rng, min(64, n - lo), size, decay)[:, :height, :breadth]
+    peak = x.amax(dim=(1, 2, 3), keepdim=True).double()
+    fogged = (x.double() + strength * torch.from_numpy(cloud)[:, None]) * peak / (peak + strength)
+    return fogged.to(x.dtype)
 
 
-def _spatter(x: torch.Tensor, coverage: float, rng: np.random.Generator) -> torch.Tensor:
-    """Mud blobs: smoothed noise above its ``1 - coverage`` quantile, blurred and cut at 0.8 as in MNIST-C."""
+def _spatter(
+    x: torch.Tensor, params: tuple[float, float, float, float, float], rng: np.random.Generator
+) -> torch.Tensor:
+    """MNIST-C's mud spatter with ``(mean, spread, sigma, level, mud_sigma)``.
+
+    A liquid layer of Gaussian noise N(mean, spread^2) per pixel is blurred (``sigma`` px); where it exceeds
+    ``level`` it is wet. The wet mask, blurred (``mud_sigma`` px) and cut to 0 below 0.8, is the mud's opacity m:
+    ``x (1 - m) + 63/255 m``. One layer per image, shared by its channels.
+    """
+    mean, spread, sigma, level, mud_sigma = params
     n, _, height, breadth = x.shape
     scale = _size_factor(x)
-    liquid = ndimage.gaussian_filter(rng.standard_normal((n, height, breadth), dtype=np.float32), (0, scale, scale))
-    wet = (liquid > np.quantile(liquid, 1.0 - coverage, axis=(1, 2), keepdims=True)).astype(np.float32)
-    mud = ndimage.gaussian_filter(wet, (0, 1.5 * scale, 1.5 * scale))
+    liquid = rng.normal(mean, spread, size=(n, height, breadth))
+    liquid = ndimage.gaussian_filter(liquid, (0, sigma * scale, sigma * scale), mode="nearest")
+    wet = (liquid > level).astype(np.float32)
+    mud = ndimage.gaussian_filter(wet, (0, mud_sigma * scale, mud_sigma * scale), mode="nearest")
     mud[mud < 0.8] = 0.0
     mud_t = torch.from_numpy(mud)[:, None].to(x.dtype)
     return x * (1.0 - mud_t) + _MUD * mud_t
 
 
 def _dotted_line(x: torch.Tensor, width: float, rng: np.random.Generator) -> torch.Tensor:
-    """A line across the image between random rows, drawn in 2 px dashes; ``width`` sets its thickness."""
+    """MNIST-C's dotted line: a line from column 0 to 27 between two random rows in 0..26 (``_line_profile``,
+    ``width`` 2.3 px at severity 3), shown only in columns 2-3, 6-7, ..., 26 (the released 2 px dashes)."""
     n = len(x)
-    ends = np.stack([np.zeros(n), rng.integers(0, 27, n), np.full(n, 27.0), rng.integers(0, 27, n)], axis=1)
-    scale = _size_factor(x)
     height, breadth = x.shape[-2:]
-    line = _stroke(_to_pixels(ends.reshape(n, 2, 2), x), width * scale, height, breadth)
+    rows = rng.integers(0, 27, size=(n, 2))
+    ends = np.stack([np.stack([np.zeros(n), rows[:, 0]], 1), np.stack([np.full(n, 27.0), rows[:, 1]], 1)], 1)
+    scale = _size_factor(x)
+    line = _line_profile(_to_pixels(ends, x), width * scale, height, breadth)
     dash = max(1, round(2 * scale))
     line[..., (np.arange(breadth) // dash) % 2 == 0] = 0.0
     return _add_overlay(x, line)
 
 
+def _zigzag_vertices(row: float, rise: float) -> np.ndarray:
+    """(K, 2) turning points, as (column, row) on the 28 x 28 grid, of MNIST-C's zigzag from (2, row) towards
+    (25, row + rise).
+
+    Along the straight line of length d, the turns sit at 2, 6, 10, ... px, alternately 2 px to one side and the
+    other; the last point is at d, off the line by the last turn's offset / (2 (d - 4 floor(d / 4))), as released.
+    """
+    c0, c1, leg, amplitude = 2.0, 25.0, 2.0, 2.0
+    tilt = math.atan(rise / (c1 - c0))
+    length = (c1 - c0) / math.cos(tilt)
+    turns = int((length - leg) // (2 * leg)) + 1
+    points = [(0.0, 0.0)] + [((2 * i + 1) * leg, (-1.0) ** i * amplitude) for i in range(turns)]
+    last_turn = 2 * leg * (length // (2 * leg))
+    if length != last_turn:
+        points.append((length, points[-1][1] / (2 * (length - last_turn))))
+    along, across = np.array(points).T
+    cos, sin = math.cos(tilt), math.sin(tilt)
+    return np.stack([c0 + along * cos - across * sin, row + along * sin + across * cos], axis=1)
+
+
 def _zigzag(x: torch.Tensor, width: float, rng: np.random.Generator) -> torch.Tensor:
-    """MNIST-C's zigzag: 2 px amplitude, from column 2 to 25 at a random row and slope; ``width`` sets thickness."""
+    """MNIST-C's zigzag (``_zigzag_vertices``): each leg drawn as ``_line_profile`` (``width`` 2.3 px at severity
+    3) between its ends' columns, the legs added up; the starting row is random in 0..26, the rise in -5..4."""
     n = len(x)
-    c0, c1 = 2.0, 25.0
-    r0 = rng.integers(0, 27, n).astype(np.float64)
-    tilt = np.arctan((rng.integers(-5, 5, n)) / (c1 - c0))
-    along = np.broadcast_to(_ZIGZAG_VERTICES, (n, len(_ZIGZAG_VERTICES)))
-    along = np.concatenate([along, ((c1 - c0) / np.cos(tilt))[:, None]], axis=1)
-    across = np.zeros_like(along)
-    across[:, 1:-1] = 2.0 * (-1.0) ** np.arange(along.shape[1] - 2)
-    cos, sin = np.cos(tilt)[:, None], np.sin(tilt)[:, None]
-    points = np.stack([c0 + along * cos - across * sin, r0[:, None] + along * sin + across * cos], axis=-1)
-    scale = _size_factor(x)
-    return _add_overlay(x, _stroke(_to_pixels(points, x), width * scale, *x.shape[-2:]))
+    height, breadth = x.shape[-2:]
+    rows, rises = rng.integers(0, 27, n), rng.integers(-5, 5, n)
+    width_px = width * _size_factor(x)
+    overlay = np.zeros((n, height, breadth))
+    for i in range(n):
+        points = _to_pixels(_zigzag_vertices(float(rows[i]), float(rises[i])), x)
+        legs = np.stack([points[:-1], points[1:]], axis=1)  # (K - 1, 2, 2)
+        overlay[i] = _line_profile(legs, width_px, height, breadth).sum(axis=0)
+    return _add_overlay(x, overlay)
 
 
-def _canny_edges(x: torch.Tensor, weight: float, rng: np.random.Generator) -> torch.Tensor:
-    """Canny edge map (scikit-image, per channel), mixed in with ``weight``; at 1 only the edges remain."""
-    sigma = _size_factor(x)
+def _canny_edges(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """The Canny edge map itself (``skimage.feature.canny`` per channel, default thresholds): 1 on edges, else 0.
+
+    MNIST-C uses scikit-image's default detector smoothing, sigma 1 px (severity 3); the other severities change
+    only that sigma, and a smoother detector keeps less of the shape.
+    """
     planes = x.numpy().reshape(-1, *x.shape[-2:])
-    edges = np.stack([feature.canny(plane, sigma=sigma) for plane in planes]).reshape(x.shape)
-    return (1.0 - weight) * x + weight * torch.from_numpy(edges).to(x.dtype)
+    edges = np.stack([feature.canny(plane, sigma=sigma * _size_factor(x)) for plane in planes]).reshape(x.shape)
+    return torch.from_numpy(edges).to(x.dtype)
 
 
 CORRUPTIONS: dict[str, Corruption] = {
@@ -274,23 +384,35 @@ CORRUPTIONS: dict[str, Corruption] = {
     "canny_edges": _canny_edges,
 }
 
-# The parameter each corruption takes at severities 1-5 (pixels are those of a 28x28 image); the third is MNIST-C's.
-SEVERITY_PARAMS: dict[str, tuple[float, float, float, float, float]] = {
+# The parameters of each corruption at severities 1-5 (pixels are those of a 28x28 image). The third is the setting
+# MNIST-C's released data set was made with; where MNIST-C has five levels of its own, they are reused around it.
+SEVERITY_PARAMS: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "shot_noise": (10.0, 5.0, 3.0, 2.0, 1.0),  # photons per unit intensity
     "impulse_noise": (0.06, 0.11, 0.17, 0.22, 0.27),  # fraction of values hit
-    "glass_blur": (0.6, 0.8, 1.0, 2.0, 3.0),  # jitter reach, px (blur sigma 0.5 + 0.2 reach)
+    # (blur sigma px, swap reach px, rounds); MNIST-C's own levels 1-3 at 3-5
+    "glass_blur": ((0.6, 1, 1), (0.7, 1, 1), (0.7, 1, 2), (0.9, 2, 1), (1.0, 2, 3)),
     "motion_blur": (1.0, 2.0, 3.0, 4.5, 6.0),  # streak sigma, px
-    "shear": (7.0, 14.0, 21.0, 30.0, 40.0),  # degrees (tan 21 = sin 0.4, MNIST-C's 0.4 rad skimage shear)
+    "shear": (0.2, 0.3, 0.4, 0.6, 0.8),  # radians (MNIST-C's own levels 1, -, 2, 3, 4)
     "scale": (0.9, 0.8, 0.7, 0.6, 0.5),  # size factor
-    "rotate": (8.0, 15.0, 23.0, 32.0, 40.0),  # degrees (MNIST-C: 0.4 rad)
+    "rotate": (8.0, 15.0, math.degrees(0.4), 32.0, 40.0),  # degrees (MNIST-C: 0.4 rad)
     "brightness": (0.2, 0.35, 0.5, 0.6, 0.7),  # added to HSV value
     "translate": (1.0, 2.0, 3.0, 4.0, 5.0),  # px in each direction
     "stripe": (3.0, 5.0, 7.0, 8.0, 9.0),  # inverted px on each side
-    "fog": (1.5, 2.2, 3.0, 4.0, 5.0),  # cloud strength
-    "spatter": (0.38, 0.44, 0.5, 0.56, 0.62),  # wet fraction before the 0.8 cut (MNIST-C: about half)
-    "dotted_line": (1.2, 1.7, 2.3, 2.9, 3.5),  # stroke profile width, px
-    "zigzag": (1.2, 1.7, 2.3, 2.9, 3.5),  # stroke profile width, px
-    "canny_edges": (0.2, 0.4, 0.6, 0.8, 1.0),  # weight of the edge map (MNIST-C: 1, reached at severity 5)
+    # (strength, wibble decay); MNIST-C's own levels 1, 2 and 5 at 1-3, then stronger
+    "fog": ((1.5, 2.0), (2.0, 2.0), (3.0, 1.4), (4.0, 1.4), (5.0, 1.4)),
+    # (noise mean, noise spread, blur sigma px, wet level, mud blur sigma px); MNIST-C's own levels 4-5 at 3-4.
+    # Its levels 1-3 (ImageNet-C's water, which MNIST-C draws as mud) leave an MNIST digit almost untouched, so the
+    # milder levels here lower the noise mean instead, wetting less.
+    "spatter": (
+        (0.60, 0.3, 1.0, 0.65, 1.5),
+        (0.62, 0.3, 1.0, 0.65, 1.5),
+        (0.65, 0.3, 1.0, 0.65, 1.5),
+        (0.67, 0.4, 1.0, 0.65, 1.5),
+        (0.70, 0.45, 1.0, 0.65, 1.5),
+    ),
+    "dotted_line": (1.2, 1.7, 2.3, 2.9, 3.5),  # line profile width, px
+    "zigzag": (1.2, 1.7, 2.3, 2.9, 3.5),  # line profile width, px
+    "canny_edges": (0.5, 0.75, 1.0, 1.5, 2.0),  # the detector's smoothing sigma, px (MNIST-C: the default 1)
 }
 
 _USAGE = (
@@ -354,14 +476,8 @@ def corruption_sheet(image: torch.Tensor, path: Path, severity: int = DEFAULT_SE
         raise DecnnError("pass corruption_sheet one image of shape (C, H, W) with values in [0, 1]")
     clean = image.detach().to("cpu", torch.float32)[None]
     tiles = torch.cat([clean, *(corrupt(clean, name, severity) for name in CORRUPTIONS)])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        save_image(tiles, partial, nrow=SHEET_COLUMNS, padding=2, pad_value=1.0, format="png")
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(Path(path)) as handle:
+        save_image(tiles, handle, nrow=SHEET_COLUMNS, padding=2, pad_value=1.0, format="png")
 
 
 __all__ = [

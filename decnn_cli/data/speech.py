@@ -1,4 +1,4 @@
-"""Spoken digits (AudioMNIST) and spoken commands (Fluent Speech Commands) as 32x32 log-mel spectrograms.
+"""Spoken digits (AudioMNIST, FSDD) and spoken commands (Fluent Speech Commands) as 32x32 log-mel spectrograms.
 
 Every clip goes through one fixed pipeline (``log_mel``):
 
@@ -6,25 +6,38 @@ Every clip goes through one fixed pipeline (``log_mel``):
 2. resampled to 16 kHz with ``torchaudio.functional.resample`` (windowed-sinc interpolation);
 3. exactly 1 s (16,000 samples), centred: shorter clips are zero-padded equally on both sides, longer ones
    keep their middle second (AudioMNIST digits, all under 1 s, sit whole in the middle of the window;
-   Fluent commands, 2-4 s long, lose their beginning and end);
+   Fluent commands, 2-4 s long, lose their beginning and end; FSDD's trimmed digits, 0.14-2.3 s, are under
+   1 s but for 4 of the 2,000 in the 4-speaker copy);
 4. ``torchaudio.transforms.MelSpectrogram``: n_fft 1024 (64 ms), Hann window of 1024 samples, hop 516
-   samples (32 ms), centred frames (reflect padding), power 2, 32 HTK mel bands over 0-8 kHz, which gives
-   1 + 16000 // 516 = 32 frames;
+   samples (32 ms), centred frames (reflect padding), power 2, 32 HTK mel bands over 0 Hz to ``f_max`` (the
+   mel range, below), which gives 1 + 16000 // 516 = 32 frames;
 5. decibels relative to a fixed reference, the power of a full-scale (amplitude 1) sine in its peak bin,
    ``(sum of window / 2) ** 2``; so 0 dB is a full-scale tone whatever the clip;
 6. the range [-80 dB, 0 dB] mapped linearly onto [0, 1] and clipped: a (1, 32, 32) image in [0, 1] (mels by
    frames, low frequencies at row 0). The scaling is the same for every clip (no per-clip normalisation),
    so loudness differences between recordings are kept and an input means the same level in every clip.
 
+The mel range's upper edge ``f_max`` is fixed per dataset by one rule: the Nyquist frequency of the lowest
+sample rate among the dataset's recordings, at most 8 kHz (the Nyquist frequency of the 16 kHz the clips are
+resampled to). Resampling cannot add content above a recording's own Nyquist frequency, so a wider range would
+leave the top mel rows empty (about -80 dB, i.e. 0) in every clip of that rate; with this rule every row carries
+signal. On FSDD's 1,620 training clips (8 kHz), over 0-8 kHz the top 5 of the 32 rows average 0.001-0.003 over
+clips and frames; over 0-4 kHz every row averages 0.06 (row 0) or more. FSDD gets 0-4 kHz: its loader reads
+the rate of every recording (from the WAV headers, before ``--subset``) and reports the rates and the range in
+its split notes. AudioMNIST (48 kHz) and Fluent (16 kHz) are published at 16 kHz or more, where the rule gives
+8 kHz, so their range is the fixed 0-8 kHz it has always been (their rates are not scanned). Spectrograms of
+datasets with different ranges have different frequency axes: an FSDD row is not the same band as an
+AudioMNIST row.
+
 WAV files are read with ``scipy.io.wavfile``: in torchaudio 2.9, ``torchaudio.load`` needs the separate
 TorchCodec package, which this environment lacks. Integer PCM (8, 16, 24 and 32 bit) is scaled to [-1, 1];
 float WAVs are taken as they are.
 
-Spectrograms are small, so both datasets are held in memory as ``TensorDataset(x (N, 1, 32, 32), y (N,))``.
+Spectrograms are small, so every dataset is held in memory as ``TensorDataset(x (N, 1, 32, 32), y (N,))``.
 Computing them for tens of thousands of clips takes minutes, so they are cached per dataset in
-``decnn_logmel_cache.pt`` next to the data (keyed by the pipeline version and, per file, its relative path
-and size; written atomically; skipped when the folder is read-only). Only the WAVs of the examples kept after
-``--subset`` are read.
+``decnn_logmel_cache.pt`` next to the data (keyed by the pipeline version, which includes the mel range, and,
+per file, its relative path and size; written atomically; skipped when the folder is read-only, by its
+permissions or its file system). Only the WAVs of the examples kept after ``--subset`` are decoded.
 """
 
 from __future__ import annotations
@@ -32,10 +45,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Sequence
+import stat
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +60,7 @@ import torchaudio.functional as AF
 from rich.console import Console
 from rich.progress import track
 from scipy.io import wavfile
+from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from decnn_cli.config import DataConfig
@@ -61,24 +77,47 @@ N_MELS = 32
 N_FRAMES = 1 + CLIP_SAMPLES // HOP
 DB_FLOOR = -80.0  # maps to 0; 0 dB (a full-scale sine) maps to 1
 REF_POWER = float(torch.hann_window(N_FFT).sum() / 2) ** 2
-PIPELINE_VERSION = f"logmel-v1-sr{SAMPLE_RATE}-len{CLIP_SAMPLES}-fft{N_FFT}-hop{HOP}-mels{N_MELS}-db{DB_FLOOR:g}"
+F_MAX = SAMPLE_RATE / 2  # the widest mel range's upper edge, Hz; AudioMNIST's and Fluent's
+PIPELINE_VERSION = f"logmel-v2-sr{SAMPLE_RATE}-len{CLIP_SAMPLES}-fft{N_FFT}-hop{HOP}-mels{N_MELS}-db{DB_FLOOR:g}"
+# The key of caches written before the mel range was per dataset; all of them hold 0-8 kHz spectrograms.
+PIPELINE_VERSION_0_8KHZ = f"logmel-v1-sr{SAMPLE_RATE}-len{CLIP_SAMPLES}-fft{N_FFT}-hop{HOP}-mels{N_MELS}-db{DB_FLOOR:g}"
 CACHE_NAME = "decnn_logmel_cache.pt"
 SHOW_PROGRESS_FROM = 200  # clips to compute before a progress bar is worth showing
 
 AUDIOMNIST_LAYOUT = "AudioMNIST/data/<speaker>/<digit>_<speaker>_<index>.wav"
-AUDIOMNIST_NAME = re.compile(r"^(\d)_(\d+)_(\d+)\.wav$", re.IGNORECASE)
+AUDIOMNIST_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)  # speaker: numbers or words
 AUDIOMNIST_TEST_SHARE = 0.2
 FLUENT_FOLDER = "fluent_speech_commands_dataset"
 FLUENT_LAYOUT = f"{FLUENT_FOLDER}/data/{{train,valid,test}}_data.csv and the wavs/ they list"
 FLUENT_SPLITS = ("train", "valid", "test")
 FLUENT_COLUMNS = ("path", "speakerId", "transcription", "action", "object", "location")
 ACTIONS = ("activate", "bring", "change language", "deactivate", "decrease", "increase")
+FSDD_FOLDER = "fsdd"
+FSDD_LAYOUT = f"{FSDD_FOLDER}/recordings/<digit>_<speaker>_<index>.wav"
+FSDD_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)  # e.g. 7_jackson_32.wav
+FSDD_TEST_INDICES = range(5)  # FSDD's own convention: recordings 0-4 of every digit and speaker are the test set
+
+
+def pipeline_version(f_max: float = F_MAX) -> str:
+    """The cache key of spectrograms over the mel range 0 Hz to ``f_max`` Hz."""
+    return f"{PIPELINE_VERSION}-mel0-{f_max:g}Hz"
+
+
+def mel_f_max(sample_rates: Iterable[int]) -> float:
+    """The mel range's upper edge (Hz) for a dataset whose recordings have ``sample_rates``: the Nyquist
+    frequency of the lowest rate, at most ``F_MAX`` (the Nyquist frequency of the resampled clips)."""
+    rates = list(sample_rates)
+    if not rates:
+        return F_MAX
+    return min(F_MAX, min(rates) / 2)
 
 
 @cache
-def _mel() -> torchaudio.transforms.MelSpectrogram:
+def _mel(f_max: float = F_MAX) -> torchaudio.transforms.MelSpectrogram:
+    if not 0 < f_max <= F_MAX:
+        raise DecnnError(f"the mel range's upper edge must be in (0, {F_MAX:g}] Hz, not {f_max:g}")
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0
+        sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS, f_max=f_max, power=2.0
     )
 
 
@@ -92,12 +131,12 @@ def fix_length(waveform: torch.Tensor, length: int = CLIP_SAMPLES) -> torch.Tens
     return torch.nn.functional.pad(waveform, (left, -excess - left))
 
 
-def log_mel(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def log_mel(waveform: torch.Tensor, sample_rate: int, f_max: float = F_MAX) -> torch.Tensor:
     """The (1, 32, 32) log-mel image in [0, 1] (mels by frames) of a clip of any length and rate.
 
     ``waveform`` is (T,) or (channels, T), float in [-1, 1] (integer PCM samples are scaled into that range:
-    signed by 2 ** (bits - 1), uint8 around 128); ``sample_rate`` is in Hz. See the module docstring for the
-    steps.
+    signed by 2 ** (bits - 1), uint8 around 128); ``sample_rate`` is in Hz; the 32 mel bands span 0 Hz to
+    ``f_max`` Hz. See the module docstring for the steps.
     """
     if waveform.ndim == 1:
         waveform = waveform.unsqueeze(0)
@@ -113,7 +152,7 @@ def log_mel(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if mono.numel() and sample_rate != SAMPLE_RATE:
         mono = AF.resample(mono, int(sample_rate), SAMPLE_RATE)
     mono = torch.nan_to_num(fix_length(mono), nan=0.0, posinf=0.0, neginf=0.0)
-    power = _mel()(mono)
+    power = _mel(float(f_max))(mono)
     db = 10.0 * torch.log10(power.clamp_min(1e-10) / REF_POWER)
     return ((db - DB_FLOOR) / -DB_FLOOR).clamp(0.0, 1.0).unsqueeze(0)
 
@@ -137,37 +176,62 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(samples)), int(rate)
 
 
-def wav_log_mel(path: Path) -> torch.Tensor:
-    """``log_mel`` of one WAV file: (1, 32, 32) in [0, 1]."""
-    return log_mel(*read_wav(path))
+def wav_rate(path: Path) -> int:
+    """The sample rate (Hz) of a WAV file, from its header (the samples are memory-mapped, not read)."""
+    try:
+        try:
+            rate, _ = wavfile.read(path, mmap=True)
+        except ValueError:  # formats scipy cannot memory-map (e.g. 24-bit PCM) are read whole
+            rate, _ = wavfile.read(path)
+    except FileNotFoundError:
+        raise DecnnError(f"{path} is missing; put the dataset's WAV file there") from None
+    except (ValueError, OSError, EOFError, IndexError) as err:
+        raise DecnnError(f"could not read WAV file {path} ({err}); replace it with an intact 16-bit PCM WAV") from None
+    return int(rate)
+
+
+def wav_log_mel(path: Path, f_max: float = F_MAX) -> torch.Tensor:
+    """``log_mel`` of one WAV file over the mel range 0 Hz to ``f_max`` Hz: (1, 32, 32) in [0, 1]."""
+    return log_mel(*read_wav(path), f_max=f_max)
+
+
+def _wavs(folder: Path, patterns: Sequence[str]) -> list[Path]:
+    """The files matching ``patterns`` (globs without the extension) whose name ends in .wav in any case."""
+    found = {path for pattern in patterns for path in folder.glob(pattern)}
+    return sorted(path for path in found if path.suffix.lower() == ".wav" and path.is_file())
 
 
 def _save_atomically(payload: dict, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    from decnn_cli.results import atomic_file
+
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
-def _read_cache(path: Path) -> dict[tuple[str, int], torch.Tensor]:
-    """(relative path, size) -> spectrogram of the cache at ``path``; empty when absent, stale or unreadable."""
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` may receive the cache: writable for this process and not marked read-only by its
+    permissions (which the superuser would otherwise ignore)."""
+    return os.access(folder, os.W_OK) and bool(stat.S_IMODE(folder.stat().st_mode) & 0o222)
+
+
+def _read_cache(path: Path, f_max: float = F_MAX) -> dict[tuple[str, int], torch.Tensor]:
+    """(relative path, size) -> spectrogram of the cache at ``path`` for the mel range 0 Hz to ``f_max``;
+    empty when absent, stale, of another mel range or unreadable."""
     if not path.is_file():
         return {}
+    valid = {pipeline_version(f_max)} | ({PIPELINE_VERSION_0_8KHZ} if f_max == F_MAX else set())
     try:
         payload = torch.load(path, weights_only=True)
-        if payload.get("version") != PIPELINE_VERSION:
+        if payload.get("version") not in valid:
             return {}
         return dict(zip(zip(payload["files"], payload["sizes"], strict=True), payload["x"], strict=True))
     except Exception:  # a truncated or foreign file is recomputed, never trusted
         return {}
 
 
-def spectrograms(folder: Path, files: Sequence[str], what: str) -> torch.Tensor:
-    """(N, 1, 32, 32) log-mel images of ``files`` (paths relative to ``folder``), through the folder's cache."""
+def spectrograms(folder: Path, files: Sequence[str], what: str, f_max: float = F_MAX) -> torch.Tensor:
+    """(N, 1, 32, 32) log-mel images over 0 Hz to ``f_max`` of ``files`` (paths relative to ``folder``),
+    through the folder's cache."""
     sizes = []
     for name in files:
         path = folder / name
@@ -176,7 +240,7 @@ def spectrograms(folder: Path, files: Sequence[str], what: str) -> torch.Tensor:
         sizes.append(path.stat().st_size)
     keys = list(zip(files, sizes, strict=True))
     cache_path = folder / CACHE_NAME
-    cached = _read_cache(cache_path)
+    cached = _read_cache(cache_path, f_max)
     missing = [i for i, key in enumerate(keys) if key not in cached]
     if missing:
         steps = track(
@@ -187,15 +251,16 @@ def spectrograms(folder: Path, files: Sequence[str], what: str) -> torch.Tensor:
             transient=True,
         )
         for i in steps:
-            cached[keys[i]] = wav_log_mel(folder / files[i])
+            cached[keys[i]] = wav_log_mel(folder / files[i], f_max)
         payload = {
-            "version": PIPELINE_VERSION,
+            "version": pipeline_version(f_max),
             "files": [name for name, _ in cached],
             "sizes": [size for _, size in cached],
             "x": torch.stack(list(cached.values())),
         }
-        with contextlib.suppress(OSError):  # a read-only data folder only costs the recomputation next time
-            _save_atomically(payload, cache_path)
+        if _writable(folder):  # a read-only data folder only costs the recomputation next time
+            with contextlib.suppress(OSError):
+                _save_atomically(payload, cache_path)
     if not keys:
         return torch.empty(0, 1, N_MELS, N_FRAMES)
     return torch.stack([cached[key] for key in keys])
@@ -207,6 +272,19 @@ def _capped_indices(n: int, limit: int | None, seed: int) -> list[int]:
     return index.tolist()
 
 
+def _cap_lists(
+    files: dict[str, list[str]], labels: dict[str, list[int]], cfg: DataConfig
+) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    """The train/val/test file lists and labels, each capped at ``cfg.subset`` (seeded; a no-op when applied
+    again, since a capped list is within the cap)."""
+    kept_files, kept_labels = {}, {}
+    for offset, split in enumerate(("train", "val", "test")):
+        keep = _capped_indices(len(files[split]), cfg.subset, cfg.split_seed + offset)
+        kept_files[split] = [files[split][i] for i in keep]
+        kept_labels[split] = [labels[split][i] for i in keep]
+    return kept_files, kept_labels
+
+
 def _splits(
     name: str,
     folder: Path,
@@ -215,13 +293,15 @@ def _splits(
     cfg: DataConfig,
     output_names: tuple[str, ...],
     notes: list[str],
+    f_max: float = F_MAX,
 ) -> Splits:
-    """Spectrogram TensorDatasets for the train/val/test file lists, each capped at ``cfg.subset``."""
+    """Spectrogram TensorDatasets (mel range 0 Hz to ``f_max``) for the train/val/test file lists, each capped
+    at ``cfg.subset``."""
+    files, labels = _cap_lists(files, labels, cfg)
     data = {}
-    for offset, split in enumerate(("train", "val", "test")):
-        keep = _capped_indices(len(files[split]), cfg.subset, cfg.split_seed + offset)
-        x = spectrograms(folder, [files[split][i] for i in keep], f"{name} {split}")
-        y = torch.tensor([labels[split][i] for i in keep], dtype=torch.long)
+    for split in ("train", "val", "test"):
+        x = spectrograms(folder, files[split], f"{name} {split}", f_max)
+        y = torch.tensor(labels[split], dtype=torch.long)
         data[split] = TensorDataset(x, y)
     mean, std = channel_stats(data["train"].tensors[0])
     spec = DataSpec(
@@ -243,21 +323,32 @@ def audiomnist_files(cfg: DataConfig) -> tuple[Path, list[tuple[str, int, str]]]
     """The AudioMNIST folder and its clips as (path relative to it, digit, speaker), sorted by path.
 
     WAVs are looked for in ``AudioMNIST/data/<speaker>/``, ``AudioMNIST/data/`` and ``AudioMNIST/``; the
-    digit and the speaker come from the file name ``<digit>_<speaker>_<index>.wav``.
+    digit and the speaker come from the file name ``<digit>_<speaker>_<index>.wav``. A speaker is a number
+    (AudioMNIST's own, ``01``-``60``, kept without leading zeros) or any other name (``george``).
     """
     folder = resolve_root(cfg, AUDIOMNIST_LAYOUT) / "AudioMNIST"
     if not folder.is_dir():
         raise DecnnError(f"{folder} is missing; the data root must hold {AUDIOMNIST_LAYOUT}")
-    found = sorted({*folder.glob("data/*/*.wav"), *folder.glob("data/*.wav"), *folder.glob("*.wav")})
+    found = _wavs(folder, ("data/*/*", "data/*", "*"))
+    if not found:
+        raise DecnnError(f"no WAV files under {folder}; put AudioMNIST's recordings there as {AUDIOMNIST_LAYOUT}")
     clips = []
     for path in found:
         match = AUDIOMNIST_NAME.match(path.name)
         if match:
-            clips.append((path.relative_to(folder).as_posix(), int(match[1]), str(int(match[2]))))
+            clips.append((path.relative_to(folder).as_posix(), int(match[1]), _speaker_id(match[2])))
     if not clips:
-        seen = f" (found {len(found)} WAVs, none named <digit>_<speaker>_<index>.wav)" if found else ""
-        raise DecnnError(f"no AudioMNIST recordings under {folder}{seen}; put them there as {AUDIOMNIST_LAYOUT}")
+        raise DecnnError(
+            f"none of the {len(found)} WAV files under {folder} (e.g. {found[0].name}) is named "
+            f"<digit>_<speaker>_<index>.wav; rename them so (e.g. 7_01_32.wav), as in {AUDIOMNIST_LAYOUT}"
+        )
     return folder, clips
+
+
+def _speaker_id(name: str) -> str:
+    """A speaker as the suite names it: AudioMNIST's numbers without leading zeros (``01`` -> ``1``, as
+    before speakers could be words, so seeded splits stay the same), other names as they are."""
+    return str(int(name)) if name.isascii() and name.isdigit() else name
 
 
 def split_speakers(
@@ -268,8 +359,9 @@ def split_speakers(
     ordered = sorted(set(speakers))
     if len(ordered) < 3:
         raise DecnnError(
-            f"AudioMNIST is split by speaker and needs recordings of at least 3 speakers, found {len(ordered)}; "
-            f"add more speaker folders as {AUDIOMNIST_LAYOUT}"
+            f"AudioMNIST is split by speaker and needs recordings of at least 3 speakers, but its recordings "
+            f"are of {len(ordered)} ({', '.join(ordered) or 'none'}); add recordings of more speakers, named "
+            f"<digit>_<speaker>_<index>.wav as in {AUDIOMNIST_LAYOUT}"
         )
     order = [ordered[i] for i in torch.randperm(len(ordered), generator=torch.Generator().manual_seed(seed))]
     n_test = min(len(order) - 2, max(1, round(len(order) * test_share)))
@@ -341,3 +433,126 @@ def load_fluent(cfg: DataConfig) -> Splits:
         )
     notes = ["Fluent's official valid split is the validation set (val_fraction is not used)"]
     return _splits("fluent", folder, files, labels, cfg, ACTIONS, notes)
+
+
+# Free Spoken Digit Dataset ------------------------------------------------------------------------------
+
+
+class FsddClip(NamedTuple):
+    """One FSDD recording: its path relative to the ``fsdd`` folder and what its name says."""
+
+    path: str
+    digit: int
+    speaker: str
+    index: int
+
+
+def fsdd_files(cfg: DataConfig) -> tuple[Path, list[FsddClip], list[str]]:
+    """The ``fsdd`` folder, its recordings (sorted by path) and the names of the WAVs it ignored.
+
+    Recordings are ``fsdd/recordings/<digit>_<speaker>_<index>.wav`` as FSDD names them (``7_jackson_32.wav``:
+    speakers are words, the index counts a speaker's takes of a digit from 0).
+    """
+    folder = resolve_root(cfg, FSDD_LAYOUT) / FSDD_FOLDER
+    recordings = folder / "recordings"
+    if not recordings.is_dir():
+        raise DecnnError(f"{recordings} is missing; the data root must hold {FSDD_LAYOUT}")
+    found = _wavs(recordings, ("*",))
+    if not found:
+        raise DecnnError(f"no WAV files in {recordings}; put FSDD's recordings there as {FSDD_LAYOUT}")
+    clips, ignored = [], []
+    for path in found:
+        match = FSDD_NAME.match(path.name)
+        if match:
+            clips.append(FsddClip(f"recordings/{path.name}", int(match[1]), match[2], int(match[3])))
+        else:
+            ignored.append(path.name)
+    if not clips:
+        raise DecnnError(
+            f"none of the {len(found)} WAV files in {recordings} (e.g. {found[0].name}) is named "
+            f"<digit>_<speaker>_<index>.wav; the data root must hold {FSDD_LAYOUT}, as FSDD names them "
+            "(e.g. 7_jackson_32.wav)"
+        )
+    return folder, clips, ignored
+
+
+def split_fsdd(clips: Sequence[FsddClip], val_fraction: float, seed: int) -> dict[str, list[FsddClip]]:
+    """FSDD's own split: recordings with index 0-4 are test; ``val_fraction`` of the others (seeded) are
+    validation, stratified by digit and speaker so every pair keeps its share; the rest are train."""
+    test = [clip for clip in clips if clip.index in FSDD_TEST_INDICES]
+    rest = [clip for clip in clips if clip.index not in FSDD_TEST_INDICES]
+    if not test or not rest:
+        which = "none has" if not test else "all have"
+        raise DecnnError(
+            f"FSDD's test set is the recordings with index 0-4 of every digit and speaker, but {which} such an "
+            f"index among the {len(clips)} found; put the dataset's whole recordings/ folder there ({FSDD_LAYOUT})"
+        )
+    pairs = Counter((clip.digit, clip.speaker) for clip in rest)
+    (digit, speaker), fewest = min(pairs.items(), key=lambda item: (item[1], item[0]))
+    if fewest < 2:
+        raise DecnnError(
+            f"FSDD's validation set is stratified by digit and speaker, but {speaker} has only one recording of "
+            f"digit {digit} outside the test indices 0-4; add the dataset's other recordings ({FSDD_LAYOUT})"
+        )
+    n_val = int(np.ceil(val_fraction * len(rest)))  # as scikit-learn rounds a fractional test_size
+    if not len(pairs) <= n_val <= len(rest) - len(pairs):
+        raise DecnnError(
+            f"data.val_fraction {val_fraction:g} gives {n_val} of FSDD's {len(rest)} non-test recordings to "
+            f"validation, but validation and train each need at least one recording of each of the {len(pairs)} "
+            f"digit-speaker pairs; set data.val_fraction between {len(pairs) / len(rest):.3f} and "
+            f"{1 - len(pairs) / len(rest):.3f}"
+        )
+    train, val = train_test_split(
+        rest, test_size=n_val, random_state=seed, stratify=[f"{c.digit}/{c.speaker}" for c in rest]
+    )
+    for name, members in (("train", train), ("validation", val)):
+        absent = sorted({c.digit for c in rest} - {c.digit for c in members}) + sorted(
+            {c.speaker for c in rest} - {c.speaker for c in members}
+        )
+        if absent:  # possible only when some pairs have far fewer recordings than others
+            raise DecnnError(
+                f"FSDD's {name} set drew no recording of {absent}, so uneven are the recordings per digit and "
+                f"speaker; add the dataset's missing recordings ({FSDD_LAYOUT}) or change data.val_fraction"
+            )
+    return {"train": sorted(train), "val": sorted(val), "test": test}
+
+
+def _fsdd_notes(
+    splits: dict[str, list[FsddClip]], rates: Counter[int], f_max: float, cfg: DataConfig, ignored: list[str]
+) -> list[str]:
+    """What the FSDD split holds, for the console and the run folder."""
+    speakers = sorted({clip.speaker for clip in splits["train"] + splits["val"] + splits["test"]})
+    per_speaker = ", ".join(
+        f"{s} {'/'.join(str(sum(c.speaker == s for c in splits[k])) for k in ('train', 'val', 'test'))}"
+        for s in speakers
+    )
+    notes = [
+        f"split: FSDD's own, recordings with index 0-4 of every digit and speaker are test; "
+        f"{cfg.val_fraction:g} of the others are validation, stratified by digit and speaker "
+        f"(data.split_seed {cfg.split_seed})",
+        f"speakers ({len(speakers)}): {', '.join(speakers)}",
+        f"recordings: train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}"
+        + (f" (data.subset {cfg.subset})" if cfg.subset is not None else ""),
+        f"per speaker (train/val/test): {per_speaker}",
+        "sample rates found: " + ", ".join(f"{rate} Hz ({n} recordings)" for rate, n in sorted(rates.items())),
+        f"mel range: 0-{f_max:g} Hz, the Nyquist frequency of the lowest sample rate found (at most {F_MAX:g} Hz)",
+    ]
+    if ignored:
+        notes.append(f"ignored {len(ignored)} WAV file(s) not named <digit>_<speaker>_<index>.wav, e.g. {ignored[0]}")
+    return notes
+
+
+def load_fsdd(cfg: DataConfig) -> Splits:
+    """Free Spoken Digit Dataset: digits 0-9 on FSDD's own split (index 0-4 test), mel range 0 Hz to the
+    Nyquist frequency of its lowest sample rate (4 kHz for FSDD's 8 kHz recordings)."""
+    folder, clips, ignored = fsdd_files(cfg)
+    rates = Counter(wav_rate(folder / clip.path) for clip in clips)
+    f_max = mel_f_max(rates)
+    chosen = split_fsdd(clips, cfg.val_fraction, cfg.split_seed)
+    by_path = {clip.path: clip for clip in clips}
+    files = {split: [clip.path for clip in members] for split, members in chosen.items()}
+    labels = {split: [clip.digit for clip in members] for split, members in chosen.items()}
+    files, labels = _cap_lists(files, labels, cfg)
+    used = {split: [by_path[path] for path in paths] for split, paths in files.items()}
+    notes = _fsdd_notes(used, rates, f_max, cfg, ignored)
+    return _splits("fsdd", folder, files, labels, cfg, tuple(str(d) for d in range(10)), notes, f_max)

@@ -42,8 +42,9 @@ def train(
     """Train ``cfg.method`` on ``cfg.data``, evaluate on the test split and write the run folder.
 
     The folder (``name``, or ``<dataset>__<method>__seed<k>__<time>``) holds config.toml (resolved),
-    metrics.json, model.pt, predictions.npz and, for methods with a decoder, decodings.png. It appears only
-    when everything is written. ``progress`` is a display to add bars to (else one is opened).
+    metrics.json (with the dataset's notes on its split, which are also printed), model.pt, predictions.npz
+    and, for methods with a decoder, decodings.png. It appears only when everything is written. ``progress``
+    is a display to add bars to (else one is opened).
     """
     console = console or Console(stderr=True)
     resolved = engine.resolve_device(cfg.train.device)
@@ -94,6 +95,8 @@ def _train(
     if not dctx.is_main:  # other ranks only train; rank 0 evaluates and writes the run folder
         engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, None, on_epoch_start, dctx)
         return TrainOutcome(None, {})
+    for note in splits.notes:  # what the dataset chose (its split, speakers, counts); also in metrics.json
+        console.print(f"{cfg.data.name}: {note}", markup=False, highlight=False, soft_wrap=True)
     with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
         write_text_atomic(run.path / "config.toml", dump_toml(cfg))
         started = time.perf_counter()
@@ -114,7 +117,9 @@ def _train(
             "world_size": dctx.world_size,
             "parameters": engine.count_parameters(model),
             "train_examples": len(splits.train),
+            "val_examples": len(splits.val),
             "test_examples": len(splits.test),
+            "data_notes": splits.notes,
             "test_accuracy": metrics.accuracy(pred.probs, pred.labels, pred.task),
             "test_point_accuracy": metrics.accuracy(pred.point_probs, pred.labels, pred.task),
             "test_nll": metrics.nll(pred.probs, pred.labels, pred.task),
