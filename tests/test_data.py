@@ -154,6 +154,39 @@ def test_celeba_holdout_removes_attribute_from_train_and_val_only(celeba_root: P
     assert any(splits.test[i][1][hat] == 1 for i in range(len(splits.test)))
 
 
+def test_celeba_holdout_outliers_are_every_image_with_the_attribute_and_none_the_run_saw(celeba_root: Path):
+    from decnn_cli.data.outliers import build_outliers
+
+    cfg = DataConfig(name="celeba", root=celeba_root, holdout_attr="Wearing_Hat")
+    splits = load_splits(cfg)
+    (held_out,) = build_outliers("celeba-holdout:Wearing_Hat", splits.spec, cfg, splits.test, None)
+    # The fixture's hats: every third image of 30, so 6 in train, 2 in val and 2 in test.
+    hats = [f"{i + 1:06d}.jpg" for i in range(0, 30, 3)]
+    assert held_out.outliers.files == hats
+    assert not set(held_out.outliers.files) & {*splits.train.files, *splits.val.files}  # never trained on
+    assert held_out.inliers.files == [f for f in splits.test.files if f not in hats]
+    x, y = held_out.outliers[0]
+    assert tuple(x.shape) == (3, 64, 64) and int(y) == -1  # outliers belong to no class
+    assert held_out.warning is not None and "only 10 outliers" in held_out.warning
+    (capped,) = build_outliers("celeba-holdout:Wearing_Hat", splits.spec, cfg, splits.test, 3)
+    assert capped.outliers.files == hats[:3] and len(capped.inliers) == 3
+    # A --subset run's test split is a subset of the partition: its inliers are the subset's images.
+    small = cfg.model_copy(update={"subset": 4})
+    small_splits = load_splits(small)
+    (sub,) = build_outliers("celeba-holdout:Wearing_Hat", small_splits.spec, small, small_splits.test, None)
+    test_files = [small_splits.test.dataset.files[i] for i in small_splits.test.indices]
+    assert sub.inliers.files == [f for f in test_files if f not in hats] and sub.outliers.files == hats
+
+
+def test_celeba_holdout_outliers_need_a_run_that_held_the_attribute_out(celeba_root: Path):
+    from decnn_cli.data.outliers import build_outliers
+
+    cfg = DataConfig(name="celeba", root=celeba_root, holdout_attr="Bald")
+    splits = load_splits(cfg)
+    with pytest.raises(DecnnError, match="held out 'Bald', not 'Wearing_Hat'"):
+        build_outliers("celeba-holdout:Wearing_Hat", splits.spec, cfg, splits.test, None)
+
+
 def test_celeba_unknown_attribute_lists_valid_ones(celeba_root: Path):
     with pytest.raises(DecnnError, match="not a CelebA attribute.*Wearing_Hat"):
         load_splits(DataConfig(name="celeba", root=celeba_root, target="Wearing_Helmet"))

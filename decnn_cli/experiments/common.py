@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 from rich.progress import Progress
 
 from decnn_cli import engine
@@ -148,6 +149,11 @@ def predict_split(
         description,
         transform,
     )
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, apart from the tables on stdout."""
+    Console(stderr=True).print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def resolve_runs(paths: list[Path]) -> list[Path]:

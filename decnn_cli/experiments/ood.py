@@ -17,7 +17,15 @@ from torch.utils.data import Subset
 from decnn_cli import metrics, plots
 from decnn_cli.data.outliers import build_outliers
 from decnn_cli.engine import progress_or_new
-from decnn_cli.experiments.common import EvalOptions, Run, load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import (
+    EvalOptions,
+    Run,
+    load_run,
+    predict_split,
+    resolve_runs,
+    test_splits,
+    warn,
+)
 from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, uncertainty_scores
 
@@ -112,6 +120,9 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                         "samples": inlier_pred.num_samples,
                         **separation_row(neg, pos),
                     }
+                    if oset.warning is not None:
+                        warn(f"{path.name}: {oset.warning}")
+                        row["warning"] = oset.warning
                     run_rows.append(row)
                     save_run_scores(run, oset.name, neg, pos)
                     curves = pooled.setdefault((run.cfg.data.name, oset.name), {})
