@@ -17,10 +17,18 @@ class TaskHead:
     kind: Task
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood: cross-entropy, or binary cross-entropy averaged over attributes."""
+        """Negative log-likelihood -log p(y | f(x)) of each example's labels, averaged over the examples.
+
+        Multiclass: the cross-entropy. Multi-label: the binary cross-entropies of the K attributes summed (the
+        attributes are independent given f(x), so the log-likelihood of an example's labels is the sum of theirs;
+        Eq. 1's log p(y | f(x))). A mean over the attributes instead would divide the task term by K against the
+        other terms of a method's loss (reconstruction, KL), which nothing divides; the training loss of a
+        multi-label run is therefore on the scale of K binary decisions.
+        """
         if self.kind == "multiclass":
             return F.cross_entropy(logits, y)
-        return F.binary_cross_entropy_with_logits(logits, y.float())
+        nll = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")  # (..., K)
+        return nll.sum(-1).mean()
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.kind == "multiclass" else logits.sigmoid()

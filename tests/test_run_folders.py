@@ -181,6 +181,18 @@ def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
     assert _name("standard", "model.arch=cnn", "model.cnn_channels=8") != _name("standard", "model.arch=cnn")
 
 
+def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():
+    # Named while the multi-label loss averaged its attributes: a multi-label CelebA run trains another objective
+    # now and must not reuse them ...
+    assert _name("standard", "data.name=celeba") != "celeba__standard__62a7b7b6__seed0"
+    held_out = _name("standard", "data.name=celeba", "data.holdout_attr=Wearing_Hat")
+    assert held_out != "celeba__standard__holdout-Wearing_Hat__728367f2__seed0"
+    # ... while a single-target CelebA run (a two-class task, whose loss is unchanged) keeps its name.
+    assert _name("standard", "data.name=celeba", "data.target=Bald") == "celeba__standard__target-Bald__75cbd432__seed0"
+    negated = _name("standard", "data.name=celeba", "data.target=No_Beard", "data.negate_target=true")
+    assert negated == "celeba__standard__target-not-No_Beard__3b940ccb__seed0"
+
+
 def _learned(name: str, *overrides: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One seeded training loss and one seeded set of sampled predictions of a tiny network of ``name``."""
     cfg = build_config(overrides=[f"method.name={name}", *SMALL, *overrides])

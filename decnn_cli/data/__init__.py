@@ -32,7 +32,8 @@ class DatasetEntry:
     """A registered dataset; ``batch_size`` and ``epochs`` are its defaults when a run does not set them.
 
     ``reads`` names the optional ``[data]`` keys its loader reads (target, held-out attribute, ...): a run of
-    another dataset ignores them, so they neither name nor key its folder.
+    another dataset ignores them, so they neither name nor key its folder. ``multilabel``: its outputs are binary
+    attributes (one sigmoid each) unless a run names one ``target``.
     """
 
     summary: str
@@ -41,6 +42,11 @@ class DatasetEntry:
     batch_size: int = 128
     epochs: int = 10
     reads: frozenset[str] = frozenset()
+    multilabel: bool = False
+
+    def is_multilabel(self, cfg: DataConfig) -> bool:
+        """Whether a run of this dataset with ``cfg`` has a multi-label task (known without loading the data)."""
+        return self.multilabel and not ("target" in self.reads and cfg.target is not None)
 
 
 _COLORED = frozenset({"target", "color_correlation"})
@@ -75,6 +81,7 @@ DATASETS: dict[str, DatasetEntry] = {
         _loader("celeba"),
         True,
         reads=frozenset({"target", "negate_target", "holdout_attr"}),
+        multilabel=True,
     ),
     "audiomnist": DatasetEntry(
         "AudioMNIST spoken digits as 32x32 log-mel spectrograms over 0-8 kHz",

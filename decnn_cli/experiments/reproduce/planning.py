@@ -70,12 +70,17 @@ MODEL_OPTIONS = {
 }
 # The decoder's keys key only the runs of methods with a decoder (``MethodSpec.uses_decoder``).
 DECODER_KEYS = {"decoder", "decoder_width", "decoder_channels"}
+# The multi-label task loss (``TaskHead.loss``) sums the attributes' binary cross-entropies; earlier runs averaged
+# them (the task term divided by K against the reconstruction or KL term). Keyed for multi-label runs only (CelebA
+# without a target), so their earlier folders are not reused and no other run's folder changes.
+MULTILABEL_LOSS = "bce-summed-over-attributes"
 
 
 def folder_key(cfg: RunConfig) -> dict[str, Any]:
     """Everything that determines what a run learns: the data, model and training sections (less ``UNKEYED``,
-    keys it does not read at their default) and its method's own settings (``MethodSpec.folder_key``). Not the
-    evaluation settings, not the seed (it is in the folder name)."""
+    keys it does not read at their default), its method's own settings (``MethodSpec.folder_key``) and, for a
+    multi-label run, the version of its task loss (``MULTILABEL_LOSS``). Not the evaluation settings, not the
+    seed (it is in the folder name)."""
     method = get_method(str(cfg.method.name))
     dataset = get_dataset(cfg.data.name)
     data = cfg.data.model_copy(
@@ -96,6 +101,8 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
     }
     for section, name in UNKEYED:
         key[section].pop(name, None)
+    if dataset.is_multilabel(cfg.data):
+        key["task"] = {"multilabel_loss": MULTILABEL_LOSS}
     if not method.uses_decoder:
         key["model"] = {k: v for k, v in key["model"].items() if k not in DECODER_KEYS}
     return key
