@@ -148,7 +148,7 @@ def train(
         outcome = run_train(cfg, console=err, show_progress=not quiet)
         if outcome.run_dir is None:  # a non-zero rank of a torchrun job: rank 0 reports
             return
-        shown = {k: v for k, v in outcome.metrics.items() if not isinstance(v, list | dict)}
+        shown = {k: v for k, v in outcome.metrics.items() if v is not None and not isinstance(v, list | dict)}
         out.print(_metrics_table(f"{cfg.method.name} on {cfg.data.name}", shown))
         if "recon_mse_per_layer" in outcome.metrics:
             layers = ", ".join(f"{v:.4f}" for v in outcome.metrics["recon_mse_per_layer"])

@@ -106,6 +106,13 @@ class TrainConfig(_Section):
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="Learning-rate schedule over all steps: cosine decay to 0, or constant."
     )
+    pos_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="Weight of positive labels in the task loss of multi-label and two-class tasks: 'none', or "
+        "'balanced': each attribute's positives (a two-class task's class 1) weighted by n_negative / n_positive "
+        "counted on the training split, at most 100, and 1 for an attribute with a single value there. Without it "
+        "a rare attribute (CelebA's Bald) is learned as 'never'. Evaluation metrics are never weighted.",
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     log_every: int = Field(25, ge=1, description="Steps between progress-bar refreshes (each one syncs).")

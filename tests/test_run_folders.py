@@ -44,6 +44,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("train", "lr"): 0.01,
     ("train", "weight_decay"): 0.1,
     ("train", "schedule"): "constant",
+    ("train", "pos_weight"): "balanced",
     ("train", "seed"): 5,
     ("train", "device"): "cpu",
     ("train", "log_every"): 3,
@@ -98,6 +99,7 @@ CHANGES_RESULT = {
     ("train", "lr"): True,
     ("train", "weight_decay"): True,
     ("train", "schedule"): True,
+    ("train", "pos_weight"): True,  # keyed when set; a run of more than two classes refuses it
     ("train", "seed"): True,
     ("train", "device"): False,
     ("train", "log_every"): False,
@@ -191,6 +193,12 @@ def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():
     assert _name("standard", "data.name=celeba", "data.target=Bald") == "celeba__standard__target-Bald__75cbd432__seed0"
     negated = _name("standard", "data.name=celeba", "data.target=No_Beard", "data.negate_target=true")
     assert negated == "celeba__standard__target-not-No_Beard__3b940ccb__seed0"
+
+
+def test_positive_weights_rename_a_folder_only_when_set():
+    bald = ("data.name=celeba", "data.target=Bald")
+    assert _name("standard", *bald, "train.pos_weight=none") == "celeba__standard__target-Bald__75cbd432__seed0"
+    assert _name("standard", *bald, "train.pos_weight=balanced") != _name("standard", *bald)
 
 
 def _learned(name: str, *overrides: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,19 @@ def cap(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, index.tolist())
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """The labels of a split, (N,) or (N, K), read without its inputs where it keeps them apart (a TensorDataset,
+    a dataset with ``targets``, a Subset of either); otherwise example by example."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if isinstance(targets, torch.Tensor) and len(targets) == len(dataset):
+        return targets
+    return torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))])
+
+
 def split_off_val(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Seeded split of a training set into (train, val)."""
     n = len(dataset)

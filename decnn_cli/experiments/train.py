@@ -15,10 +15,12 @@ from torch.utils.data import DistributedSampler
 from decnn_cli import distributed, engine, metrics, plots
 from decnn_cli.config import RunConfig, dump_toml
 from decnn_cli.data import load_splits
-from decnn_cli.data.splitting import make_loader
+from decnn_cli.data.spec import DataSpec, Splits
+from decnn_cli.data.splitting import labels_of, make_loader
+from decnn_cli.errors import DecnnError
 from decnn_cli.methods import LossContext, get_method
 from decnn_cli.results import RunFolder, git_revision, run_name, write_json_atomic, write_text_atomic
-from decnn_cli.tasks import TaskHead
+from decnn_cli.tasks import TaskHead, balanced_pos_weight
 from decnn_cli.uncertainty import predict
 
 DECODING_ROWS = 8
@@ -57,6 +59,35 @@ def train(
         distributed.teardown(dctx)
 
 
+def task_head(cfg: RunConfig, splits: Splits) -> tuple[TaskHead, list[str]]:
+    """The run's task head, with the positive weights ``train.pos_weight`` asks for counted once on the training
+    split, and a warning for every output those weights cannot balance (no positive, or no negative, in train)."""
+    spec = splits.spec
+    if cfg.train.pos_weight == "none":
+        return TaskHead(spec.task), []
+    if spec.task == "multiclass" and spec.num_outputs != 2:
+        raise DecnnError(
+            f"train.pos_weight={cfg.train.pos_weight} weights positive labels, which only multi-label and two-class "
+            f"tasks have; {cfg.data.name} has {spec.num_outputs} classes: drop the setting"
+        )
+    weights, one_valued = balanced_pos_weight(labels_of(splits.train), spec.task)
+    names = spec.output_names if spec.task == "multilabel" else spec.output_names[1:]
+    notes = [
+        f"train.pos_weight=balanced: {names[i]} has a single value in all {len(splits.train)} training examples; "
+        "its positives keep weight 1"
+        for i in one_valued
+    ]
+    return TaskHead(spec.task, weights), notes
+
+
+def positive_weights(task: TaskHead, spec: DataSpec) -> dict[str, float] | None:
+    """The positive weights of the training loss by output name (metrics.json), None when unweighted."""
+    if task.pos_weight is None:
+        return None
+    names = spec.output_names if spec.task == "multilabel" else spec.output_names[1:]
+    return {name: round(weight, 4) for name, weight in zip(names, task.pos_weight, strict=True)}
+
+
 def _train(
     cfg: RunConfig,
     console: Console,
@@ -70,7 +101,7 @@ def _train(
     splits = load_splits(cfg.data)
     method = get_method(cfg.method.name)
     settings = method.settings_of(cfg)
-    task = TaskHead(splits.spec.task)
+    task, pos_weight_notes = task_head(cfg, splits)
     model = engine.accelerate(method.build(cfg.model, settings, splits.spec).to(device), cfg.train, device)
     ctx = LossContext(settings, task, num_train=len(splits.train))
     from decnn_cli.composition import attach_pretrained_terms
@@ -97,6 +128,8 @@ def _train(
         return TrainOutcome(None, {})
     for note in splits.notes:  # what the dataset chose (its split, speakers, counts); also in metrics.json
         console.print(f"{cfg.data.name}: {note}", markup=False, highlight=False, soft_wrap=True)
+    for note in pos_weight_notes:
+        console.print(f"warning: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
         write_text_atomic(run.path / "config.toml", dump_toml(cfg))
         started = time.perf_counter()
@@ -120,6 +153,7 @@ def _train(
             "val_examples": len(splits.val),
             "test_examples": len(splits.test),
             "data_notes": splits.notes,
+            "pos_weight": positive_weights(task, splits.spec),
             "test_accuracy": metrics.accuracy(pred.probs, pred.labels, pred.task),
             "test_point_accuracy": metrics.accuracy(pred.point_probs, pred.labels, pred.task),
             "test_nll": metrics.nll(pred.probs, pred.labels, pred.task),

@@ -59,6 +59,9 @@ UNKEYED = {
     ("train", "channels_last"),
     ("train", "seed"),
 }
+# Keys added after runs were published: keyed only when set away from their default, so earlier folders keep their
+# names (train.pos_weight = "none" is the loss those runs were trained with).
+KEYED_WHEN_SET = {("train", "pos_weight")}
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
@@ -101,6 +104,10 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
     }
     for section, name in UNKEYED:
         key[section].pop(name, None)
+    for section, name in KEYED_WHEN_SET:
+        section_model = type(getattr(cfg, section))
+        if key[section].get(name) == section_model.model_fields[name].default:
+            key[section].pop(name)
     if dataset.is_multilabel(cfg.data):
         key["task"] = {"multilabel_loss": MULTILABEL_LOSS}
     if not method.uses_decoder:
