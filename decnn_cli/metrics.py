@@ -119,3 +119,21 @@ def misclassification_auroc(probs: np.ndarray, labels: np.ndarray, task: Task, s
         right = ((probs > 0.5) == (labels > 0.5)).ravel()
         score = score.ravel()
     return auroc(score[right], score[~right])
+
+
+def constant_outputs(probs: np.ndarray, task: Task) -> tuple[list[int], list[int]]:
+    """The outputs a model decides the same way for every one of these examples: (never, always).
+
+    Multi-label: the attributes predicted 0 for every example (never) and 1 for every example (always).
+    Multiclass: ``([], [c])`` when every example is predicted class c (a constant classifier), else ``([], [])``.
+    Decisions are those of ``accuracy``: argmax, or probability above 0.5. No example: nothing is constant.
+    """
+    if len(probs) == 0:
+        return [], []
+    if task == "multiclass":
+        predicted = probs.argmax(axis=-1)
+        return [], [int(predicted[0])] if (predicted == predicted[0]).all() else []
+    decided = probs > 0.5  # (N, K)
+    never = np.flatnonzero(~decided.any(axis=0))
+    always = np.flatnonzero(decided.all(axis=0))
+    return never.tolist(), always.tolist()

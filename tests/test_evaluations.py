@@ -230,3 +230,88 @@ def test_figures_decode_chosen_layers_and_sort_inputs_by_uncertainty(runner, tin
     assert not (tmp_path / f"{tiny_runs['standard'].name}_decodings.png").exists()  # no decoder to show
     bad = runner.invoke(app, ["figures", str(tiny_runs["redecnn"]), "--out", str(tmp_path), "--layer", "9"])
     assert bad.exit_code == 1 and "--layer must lie in 1..3" in bad.output
+
+
+def _constant_copy(run: Path, tmp_path: Path, cls: int) -> Path:
+    """A copy of ``run`` whose output layer is zeroed but for a bias towards class ``cls``: it predicts cls always."""
+    from decnn_cli import engine
+
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    loaded = engine.load_checkpoint(copy / "model.pt")
+    last = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[cls] = 5.0
+    engine.save_checkpoint(copy / "model.pt", loaded.model, loaded.cfg, loaded.spec)
+    return copy
+
+
+def test_evaluations_warn_about_a_model_that_predicts_one_class(runner, tiny_runs, tmp_path: Path):
+    constant = _constant_copy(tiny_runs["standard"], tmp_path, 3)
+    results = tmp_path / "results"
+    args = ["eval-calibration", str(constant), str(tiny_runs["redecnn"]), "--results", str(results), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert f"warning: {constant.name}: predicts '3 - three' for every one of the 40 test images" in said
+    assert said.count("warning:") == 1  # the trained run predicts more than one class
+    frame = pd.read_csv(results / "calibration.csv").set_index("method")
+    assert frame.loc["standard", "constant_outputs"] == 1 and frame.loc["redecnn", "constant_outputs"] == 0
+    result = runner.invoke(app, ["attack", str(constant), "--limit", "8", "--results", str(results), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "predicts '3 - three' for every one of the 8 test images" in " ".join(result.output.split())
+    assert pd.read_csv(results / "attack.csv")["constant_outputs"].tolist() == [1]
+
+
+def test_train_warns_about_attributes_predicted_never_and_records_them(celeba_root: Path, tmp_path: Path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from decnn_cli.experiments import train as train_module
+
+    real = train_module.predict
+
+    def bald_never(*args, **kwargs):
+        pred = real(*args, **kwargs)
+        probs = np.where(np.arange(len(pred.labels))[:, None] % 2 == 0, 0.2, 0.8) * np.ones((1, 40))
+        probs[:, 4] = 0.1  # Bald: 'no' for every test image; every other attribute varies
+        pred.point_probs = pred.mean_probs = probs
+        return pred
+
+    monkeypatch.setattr(train_module, "predict", bald_never)
+    cfg = build_config(
+        overrides=["method.name=standard", "data.name=celeba", f"data.root={celeba_root}", f"out_dir={tmp_path}", *TINY]
+    )
+    said = io.StringIO()
+    outcome = train(cfg, console=Console(file=said, width=400), show_progress=False)
+    assert outcome.metrics["constant_outputs"] == 1
+    assert (
+        f"warning: {outcome.run_dir.name}: predicts 'no' for every one of the 6 test images on 1 of 40 attributes "
+        "(Bald)" in said.getvalue()
+    )
+    assert "consider --set train.pos_weight=balanced" in said.getvalue()
+
+
+def test_the_constant_output_warning_names_up_to_eight_attributes_and_each_direction():
+    from decnn_cli.data.spec import DataSpec
+    from decnn_cli.experiments.common import constant_output_warning
+    from decnn_cli.uncertainty import Predictions
+
+    names = tuple(f"a{k}" for k in range(12))
+    spec = DataSpec("toy", (1, 2, 2), 12, "multilabel", names, (0.5,), (0.5,))
+    probs = np.full((3, 12), 0.1)  # a0..a9 'no' throughout
+    probs[:, 10] = 0.9  # a10 'yes' throughout
+    probs[:, 11] = [0.2, 0.7, 0.4]  # a11 varies
+    pred = Predictions("multilabel", np.zeros((3, 12)), probs, probs, np.zeros((1, 3, 12)), "point")
+    count, message = constant_output_warning("run", pred, spec, "balanced")
+    assert count == 11
+    assert message == (
+        "run: predicts 'no' for every one of the 3 test images on 10 of 12 attributes (a0, a1, a2, a3, a4, a5, a6, "
+        "a7, ...), and 'yes' on 1 of 12 attributes (a10): a constant attribute tells the images apart by nothing "
+        "(F1 0 where it is 'no')"
+    )  # already balanced: no advice to balance
+    varied = Predictions("multilabel", np.zeros((3, 1)), probs[:, 11:], probs[:, 11:], np.zeros((1, 3, 1)), "point")
+    assert constant_output_warning("run", varied, spec, "none") == (0, None)

@@ -116,3 +116,23 @@ def test_probability_scores_grow_with_uncertainty():
     assert predictive_entropy(flat, "multiclass")[0] > predictive_entropy(sharp, "multiclass")[0]
     assert one_minus_max_prob(flat, "multiclass")[0] > one_minus_max_prob(sharp, "multiclass")[0]
     assert predictive_entropy(flat, "multiclass")[0] == pytest.approx(math.log(3), abs=1e-3)
+
+
+def test_constant_outputs_names_attributes_decided_one_way_for_every_example():
+    probs = np.array(
+        [
+            [0.1, 0.9, 0.2, 0.6],
+            [0.4, 0.8, 0.7, 0.51],
+            [0.5, 0.7, 0.1, 0.9],  # 0.5 is not above 0.5: attribute 0 is 'no' throughout
+        ]
+    )
+    assert metrics.constant_outputs(probs, "multilabel") == ([0], [1, 3])
+    assert metrics.constant_outputs(probs[:, [2]], "multilabel") == ([], [])
+
+
+def test_constant_outputs_of_a_classifier_that_predicts_one_class():
+    constant = np.array([[0.2, 0.7, 0.1], [0.3, 0.4, 0.3], [0.1, 0.5, 0.4]])
+    assert metrics.constant_outputs(constant, "multiclass") == ([], [1])
+    varied = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    assert metrics.constant_outputs(varied, "multiclass") == ([], [])
+    assert metrics.constant_outputs(np.zeros((0, 3)), "multiclass") == ([], [])

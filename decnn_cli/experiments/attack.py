@@ -20,7 +20,14 @@ from torch.utils.data import Subset
 from decnn_cli import metrics
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.common import EvalOptions, load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import (
+    EvalOptions,
+    load_run,
+    predict_split,
+    resolve_runs,
+    test_splits,
+    warn_constant_outputs,
+)
 from decnn_cli.experiments.ood import save_pooled_roc_curves, save_run_scores, separation_row
 from decnn_cli.results import write_tables
 from decnn_cli.uncertainty import uncertainty_scores
@@ -90,6 +97,7 @@ def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOption
                     "eps": eps,
                     "examples": len(test),
                     "samples": clean.num_samples,
+                    "constant_outputs": warn_constant_outputs(run, clean),
                     "accuracy_clean": metrics.accuracy(clean.probs, clean.labels, "multiclass"),
                     "accuracy_adversarial": metrics.accuracy(adv.probs, adv.labels, "multiclass"),
                     # point_probs come from the attacked classifier itself.

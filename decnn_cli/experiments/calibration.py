@@ -10,7 +10,14 @@ import numpy as np
 
 from decnn_cli import metrics, plots
 from decnn_cli.engine import progress_or_new
-from decnn_cli.experiments.common import EvalOptions, load_run, predict_split, resolve_runs, test_splits
+from decnn_cli.experiments.common import (
+    EvalOptions,
+    load_run,
+    predict_split,
+    resolve_runs,
+    test_splits,
+    warn_constant_outputs,
+)
 from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, Predictions, decision_scores
 
@@ -22,6 +29,11 @@ TABLE_SECTIONS = [
     ("brier", "Brier score", 4),
     ("misclass_auroc_predictive_entropy", "Misclassification ROC-AUC, predictive entropy as score", 3),
     ("misclass_auroc_one_minus_max_prob", "Misclassification ROC-AUC, 1 - max probability as score", 3),
+    (
+        "constant_outputs",
+        "Outputs predicted the same for every test input (attributes, or 1: a constant classifier)",
+        1,
+    ),
 ]
 
 
@@ -63,6 +75,7 @@ def evaluate_calibration(
                 "ece": metrics.ece(probs, pred.labels, pred.task, bins),
                 "nll": metrics.nll(probs, pred.labels, pred.task),
                 "brier": metrics.brier(probs, pred.labels, pred.task),
+                "constant_outputs": warn_constant_outputs(run, pred),
             }
             for name in SCORES:
                 row[f"misclass_auroc_{name}"] = metrics.misclassification_auroc(

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from decnn_cli import engine
+from decnn_cli import engine, metrics
 from decnn_cli.config import DataConfig, RunConfig
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
@@ -154,6 +154,52 @@ def predict_split(
 def warn(message: str) -> None:
     """One warning line on stderr, apart from the tables on stdout."""
     Console(stderr=True).print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+# Constant attributes named in a warning; the rest are counted.
+NAMED_CONSTANT_OUTPUTS = 8
+
+
+def constant_output_warning(run: str, pred: Predictions, spec: DataSpec, pos_weight: str) -> tuple[int, str | None]:
+    """How many outputs ``pred`` decides the same way for every example (``metrics.constant_outputs``: attributes,
+    or 1 for a classifier that predicts one class) and, when there are any, a warning naming the run and them.
+
+    ``pos_weight`` is the run's ``train.pos_weight``: an unweighted multi-label or two-class run is pointed to it.
+    """
+    never, always = metrics.constant_outputs(pred.probs, pred.task)
+    count = len(never) + len(always)
+    if count == 0:
+        return 0, None
+    images = f"every one of the {len(pred.labels)} test images"
+    if pred.task == "multiclass":
+        message = f"{run}: predicts {spec.output_names[always[0]]!r} for {images}: every other class has F1 0"
+    else:
+
+        def named(indices: list[int]) -> str:
+            shown = [spec.output_names[i] for i in indices[:NAMED_CONSTANT_OUTPUTS]]
+            return ", ".join(shown + (["..."] if len(indices) > NAMED_CONSTANT_OUTPUTS else []))
+
+        parts = []
+        if never:
+            parts.append(f"'no' for {images} on {len(never)} of {spec.num_outputs} attributes ({named(never)})")
+        if always:
+            where = f"{images} on" if not never else "on"
+            parts.append(f"'yes' {where} {len(always)} of {spec.num_outputs} attributes ({named(always)})")
+        message = f"{run}: predicts {', and '.join(parts)}: a constant attribute tells the images apart by nothing"
+        if never:
+            message += " (F1 0 where it is 'no')"
+    if pos_weight == "none" and (pred.task == "multilabel" or spec.num_outputs == 2):
+        message += "; consider --set train.pos_weight=balanced"
+    return count, message
+
+
+def warn_constant_outputs(run: Run, pred: Predictions) -> int:
+    """Warn (``warn``) when the run's predictions ``pred`` on its test split are constant for the task or for an
+    attribute (``constant_output_warning``); the number of constant outputs, for the run's row."""
+    count, message = constant_output_warning(run.path.name, pred, run.spec, run.cfg.train.pos_weight)
+    if message is not None:
+        warn(message)
+    return count
 
 
 def resolve_runs(paths: list[Path]) -> list[Path]:

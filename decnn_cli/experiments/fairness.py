@@ -20,7 +20,15 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.common import EvalOptions, Run, data_config, load_run, predict_split, resolve_runs
+from decnn_cli.experiments.common import (
+    EvalOptions,
+    Run,
+    data_config,
+    load_run,
+    predict_split,
+    resolve_runs,
+    warn_constant_outputs,
+)
 from decnn_cli.models.bayesian import use_posterior_mean
 from decnn_cli.results import write_tables
 
@@ -144,6 +152,7 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
                 **run.identity(),
                 "protected": protected or "color",
                 "accuracy": metrics.accuracy(pred.probs, pred.labels, "multiclass"),
+                "constant_outputs": warn_constant_outputs(run, pred),
             }
             for g in (0, 1):
                 members = groups == g

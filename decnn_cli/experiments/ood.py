@@ -25,6 +25,7 @@ from decnn_cli.experiments.common import (
     resolve_runs,
     test_splits,
     warn,
+    warn_constant_outputs,
 )
 from decnn_cli.results import save_npz_atomic, write_tables
 from decnn_cli.uncertainty import SCORES, uncertainty_scores
@@ -102,6 +103,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
             splits = test_splits(run, data_root)
             inlier_pred = predict_split(run, _first(splits.test, limit), n, progress, f"{path.name[:32]} inliers")
             inlier_scores = uncertainty_scores(inlier_pred)
+            constant = warn_constant_outputs(run, inlier_pred)
             run_rows = []
             for outlier in outliers:
                 data_cfg = run.cfg.data if data_root is None else run.cfg.data.model_copy(update={"root": data_root})
@@ -118,6 +120,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                         "inliers": len(neg["vote_entropy"]),
                         "outliers": len(pos["vote_entropy"]),
                         "samples": inlier_pred.num_samples,
+                        "constant_outputs": constant,
                         **separation_row(neg, pos),
                     }
                     if oset.warning is not None:

@@ -28,6 +28,7 @@ COLUMNS = [
     "test_point_accuracy",
     "test_ece",
     "test_nll",
+    "constant_outputs",
     "val_accuracy",
     "seconds_per_epoch",
     "parameters",

@@ -18,6 +18,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import labels_of, make_loader
 from decnn_cli.errors import DecnnError
+from decnn_cli.experiments.common import constant_output_warning
 from decnn_cli.methods import LossContext, get_method
 from decnn_cli.results import RunFolder, git_revision, run_name, write_json_atomic, write_text_atomic
 from decnn_cli.tasks import TaskHead, balanced_pos_weight
@@ -141,6 +142,9 @@ def _train(
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
             pred = predict(model, method, test_loader, settings, samples, task, device, bar, "test")
         pred.save(run.path / "predictions.npz")
+        constant, warning = constant_output_warning(run.final.name, pred, splits.spec, cfg.train.pos_weight)
+        if warning is not None:
+            console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         result: dict[str, Any] = {
             "dataset": cfg.data.name,
             "method": cfg.method.name,
@@ -158,6 +162,7 @@ def _train(
             "test_point_accuracy": metrics.accuracy(pred.point_probs, pred.labels, pred.task),
             "test_nll": metrics.nll(pred.probs, pred.labels, pred.task),
             "test_ece": metrics.ece(pred.probs, pred.labels, pred.task, cfg.eval.ece_bins),
+            "constant_outputs": constant,
             "val_accuracy": 100.0 * history[-1].val_accuracy,
             "train_seconds": train_seconds,
             "seconds_per_epoch": sum(h.seconds for h in history) / len(history),
