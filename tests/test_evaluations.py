@@ -310,8 +310,8 @@ def test_the_constant_output_warning_names_up_to_eight_attributes_and_each_direc
     assert count == 11
     assert message == (
         "run: predicts 'no' for every one of the 3 test images on 10 of 12 attributes (a0, a1, a2, a3, a4, a5, a6, "
-        "a7, ...), and 'yes' on 1 of 12 attributes (a10): a constant attribute tells the images apart by nothing "
-        "(F1 0 where it is 'no')"
+        "a7, ...), and 'yes' on 1 of 12 attributes (a10): such an attribute says nothing about the image "
+        "(its F1 is 0 where it is 'no')"
     )  # already balanced: no advice to balance
     varied = Predictions("multilabel", np.zeros((3, 1)), probs[:, 11:], probs[:, 11:], np.zeros((1, 3, 1)), "point")
     assert constant_output_warning("run", varied, spec, "none") == (0, None)

@@ -185,9 +185,9 @@ def constant_output_warning(run: str, pred: Predictions, spec: DataSpec, pos_wei
         if always:
             where = f"{images} on" if not never else "on"
             parts.append(f"'yes' {where} {len(always)} of {spec.num_outputs} attributes ({named(always)})")
-        message = f"{run}: predicts {', and '.join(parts)}: a constant attribute tells the images apart by nothing"
+        message = f"{run}: predicts {', and '.join(parts)}: such an attribute says nothing about the image"
         if never:
-            message += " (F1 0 where it is 'no')"
+            message += " (its F1 is 0 where it is 'no')"
     if pos_weight == "none" and (pred.task == "multilabel" or spec.num_outputs == 2):
         message += "; consider --set train.pos_weight=balanced"
     return count, message
