@@ -3,7 +3,7 @@ measured numbers with the paper's.
 
 - ``recipe``: the recipe schema (table header, grid stages, evaluations) and ``load_recipe``;
 - ``planning``: the runs of a recipe and the folders they are keyed to;
-- ``locking``: claims, so that two processes split the runs and evaluations of a recipe;
+- ``locking``: claims with leases, so that processes on one machine or many split a recipe's runs and evaluations;
 - ``evaluations``: the ``EVALUATIONS`` registry and how one evaluation runs over a recipe's runs;
 - ``comparison``: measured numbers beside the paper's, as CSV and Markdown.
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from decnn_cli.experiments.reproduce.comparison import compare_with_paper, comparison_markdown
 from decnn_cli.experiments.reproduce.evaluations import EVALUATIONS, evaluate, staging_name
-from decnn_cli.experiments.reproduce.locking import claim, release
+from decnn_cli.experiments.reproduce.locking import claim
 from decnn_cli.experiments.reproduce.planning import (
     PlannedRun,
     config_hash,
@@ -62,7 +62,7 @@ def reproduce(
     from decnn_cli.engine import progress_bar
     from decnn_cli.experiments.train import train
     from decnn_cli.paper import PAPER
-    from decnn_cli.results import write_text_atomic
+    from decnn_cli.results import PARTIAL_PREFIX, write_text_atomic
 
     console = console or Console(stderr=True)
     missing = [r for r in runs if not r.done] if partial else []
@@ -78,19 +78,20 @@ def reproduce(
             status=f"{len(runs) - len(todo)} already finished",
         )
         while todo:
-            run = next((r for r in todo if not r.done and claim(r.folder)), None)
-            if run is None:  # the rest are being trained by another `decnn reproduce`: wait for them
+            run, held = next(((r, c) for r in todo if not r.done and (c := claim(r.folder))), (None, None))
+            if run is None or held is None:  # the rest are being trained by another process: wait for them
                 todo = [r for r in todo if not r.done]
                 if todo:
                     time.sleep(10)
                 continue
-            progress.update(overall, status=f"{run.dataset} {run.model} seed {run.seed}")
-            try:
-                if run.folder.exists():  # left behind unfinished (no metrics.json): train it again from scratch
-                    shutil.rmtree(run.folder)
-                train(run.cfg, console, progress=progress, name=run.folder.name)
-            finally:
-                release(run.folder)
+            with held:
+                if not run.done:  # not finished by another process between our look and our claim
+                    progress.update(overall, status=f"{run.dataset} {run.model} seed {run.seed}")
+                    if run.folder.exists():  # left behind unfinished (no metrics.json): train it again from scratch
+                        shutil.rmtree(run.folder)
+                    # A partial folder of this name is an earlier attempt's, whose process has ended or lost its claim.
+                    shutil.rmtree(run.folder.parent / f"{PARTIAL_PREFIX}{run.folder.name}", ignore_errors=True)
+                    train(run.cfg, console, progress=progress, name=run.folder.name)
             todo = [r for r in todo if r is not run and not r.done]
             progress.update(overall, completed=sum(r.done for r in runs))
         evaluations = progress.add_task(f"{recipe.table.name}: evaluations", total=len(recipe.evaluations), status="")
