@@ -386,6 +386,14 @@ def reproduce(
         bool,
         typer.Option("--partial", help="Train nothing: tables from the finished runs only, naming the missing ones."),
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="K/N: train and evaluate only the K-th of N deterministic slices of the runs (one per process of a "
+            "Slurm array, an indexed job, N shells); the shard that ends last writes the tables.",
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     out_dir: Annotated[
@@ -398,9 +406,10 @@ def reproduce(
     """Run a recipe's grid (skipping finished runs), its evaluations, and compare with the paper's numbers."""
 
     def action() -> None:
-        from decnn_cli.experiments.reproduce import dry_run_lines
+        from decnn_cli.experiments.reproduce import Shard, dry_run_lines, load_recipe
         from decnn_cli.experiments.reproduce import reproduce as run_recipe
 
+        part = Shard.parse(shard) if shard is not None else None
         outcome = run_recipe(
             recipe,
             results,
@@ -412,16 +421,23 @@ def reproduce(
             console=err,
             show_progress=not quiet,
             partial=partial,
+            shard=part,
         )
         if dry_run:
             lines = dry_run_lines(outcome)
             out.print("\n".join(lines), highlight=False, soft_wrap=True)
             todo = sum(line.startswith("todo") for line in lines)
-            out.print(f"{len(lines)} runs, {todo} to train")
+            out.print(f"{len(lines)} runs{f' in shard {part}' if part else ''}, {todo} to train")
             return
-        from decnn_cli.experiments.reproduce import load_recipe
-
         table = load_recipe(recipe).table
+        if outcome is None:
+            out.print(
+                f"shard {part}: its runs are trained and evaluated; the shard that ends last writes "
+                f"{results / table.name}.md (or run `decnn reproduce {recipe} --partial`)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         cells = int(outcome["runs"].gt(0).sum())
         against = "compared with the paper" if table.paper else "(no paper table to compare with)"
         out.print(f"{cells} measured cells {against}: {results / table.name}.md")
