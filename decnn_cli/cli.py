@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +30,15 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+class Launcher(StrEnum):
+    """Where ``decnn reproduce`` trains its runs."""
+
+    here = "here"
+    slurm = "slurm"
+    local = "local"
+
 
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
 DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
@@ -394,6 +403,15 @@ def reproduce(
             "Slurm array, an indexed job, N shells); the shard that ends last writes the tables.",
         ),
     ] = None,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            "--launcher",
+            help="Where runs train: here (this process); slurm (one submitit job per run, or per shard with "
+            "--set launcher.shards=N; settings: --set launcher.partition=... etc.); local (the same jobs as "
+            "processes of this machine, through submitit's local executor).",
+        ),
+    ] = Launcher.here,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     out_dir: Annotated[
@@ -408,21 +426,45 @@ def reproduce(
     def action() -> None:
         from decnn_cli.experiments.reproduce import Shard, dry_run_lines, load_recipe
         from decnn_cli.experiments.reproduce import reproduce as run_recipe
+        from decnn_cli.experiments.reproduce.launching import launch, launcher_settings, split_launcher_overrides
 
         part = Shard.parse(shard) if shard is not None else None
-        outcome = run_recipe(
-            recipe,
-            results,
-            data_root=data_root,
-            out_dir=out_dir,
-            device=device or "auto",
-            dry_run=dry_run,
-            overrides=overrides,
-            console=err,
-            show_progress=not quiet,
-            partial=partial,
-            shard=part,
-        )
+        run_sets, launcher_sets = split_launcher_overrides(overrides)
+        settings = launcher_settings(launcher_sets)
+        if launcher is Launcher.here and launcher_sets:
+            raise ConfigError("launcher.* settings are for --launcher slurm or --launcher local; add one")
+        if launcher is not Launcher.here and not dry_run:
+            if part is not None or partial:
+                raise ConfigError(
+                    "--launcher submits every run: leave out --shard and --partial (for shards as jobs, "
+                    "--set launcher.shards=N)"
+                )
+            outcome = launch(
+                recipe,
+                launcher.value,
+                settings,
+                results,
+                data_root=data_root,
+                out_dir=out_dir,
+                device=device or "auto",
+                overrides=run_sets,
+                console=err,
+                show_progress=not quiet,
+            )
+        else:
+            outcome = run_recipe(
+                recipe,
+                results,
+                data_root=data_root,
+                out_dir=out_dir,
+                device=device or "auto",
+                dry_run=dry_run,
+                overrides=run_sets,
+                console=err,
+                show_progress=not quiet,
+                partial=partial,
+                shard=part,
+            )
         if dry_run:
             lines = dry_run_lines(outcome)
             out.print("\n".join(lines), highlight=False, soft_wrap=True)
