@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +30,15 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+class Launcher(StrEnum):
+    """Where ``decnn reproduce`` trains its runs."""
+
+    here = "here"
+    slurm = "slurm"
+    local = "local"
+
 
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
 DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
@@ -386,6 +395,23 @@ def reproduce(
         bool,
         typer.Option("--partial", help="Train nothing: tables from the finished runs only, naming the missing ones."),
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="K/N: train and evaluate only the K-th of N deterministic slices of the runs (one per process of a "
+            "Slurm array, an indexed job, N shells); the shard that ends last writes the tables.",
+        ),
+    ] = None,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            "--launcher",
+            help="Where runs train: here (this process); slurm (one submitit job per run, or per shard with "
+            "--set launcher.shards=N; settings: --set launcher.partition=... etc.); local (the same jobs as "
+            "processes of this machine, through submitit's local executor).",
+        ),
+    ] = Launcher.here,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     out_dir: Annotated[
@@ -398,30 +424,62 @@ def reproduce(
     """Run a recipe's grid (skipping finished runs), its evaluations, and compare with the paper's numbers."""
 
     def action() -> None:
-        from decnn_cli.experiments.reproduce import dry_run_lines
+        from decnn_cli.experiments.reproduce import Shard, dry_run_lines, load_recipe
         from decnn_cli.experiments.reproduce import reproduce as run_recipe
+        from decnn_cli.experiments.reproduce.launching import launch, launcher_settings, split_launcher_overrides
 
-        outcome = run_recipe(
-            recipe,
-            results,
-            data_root=data_root,
-            out_dir=out_dir,
-            device=device or "auto",
-            dry_run=dry_run,
-            overrides=overrides,
-            console=err,
-            show_progress=not quiet,
-            partial=partial,
-        )
+        part = Shard.parse(shard) if shard is not None else None
+        run_sets, launcher_sets = split_launcher_overrides(overrides)
+        settings = launcher_settings(launcher_sets)
+        if launcher is Launcher.here and launcher_sets:
+            raise ConfigError("launcher.* settings are for --launcher slurm or --launcher local; add one")
+        if launcher is not Launcher.here and not dry_run:
+            if part is not None or partial:
+                raise ConfigError(
+                    "--launcher submits every run: leave out --shard and --partial (for shards as jobs, "
+                    "--set launcher.shards=N)"
+                )
+            outcome = launch(
+                recipe,
+                launcher.value,
+                settings,
+                results,
+                data_root=data_root,
+                out_dir=out_dir,
+                device=device or "auto",
+                overrides=run_sets,
+                console=err,
+                show_progress=not quiet,
+            )
+        else:
+            outcome = run_recipe(
+                recipe,
+                results,
+                data_root=data_root,
+                out_dir=out_dir,
+                device=device or "auto",
+                dry_run=dry_run,
+                overrides=run_sets,
+                console=err,
+                show_progress=not quiet,
+                partial=partial,
+                shard=part,
+            )
         if dry_run:
             lines = dry_run_lines(outcome)
             out.print("\n".join(lines), highlight=False, soft_wrap=True)
             todo = sum(line.startswith("todo") for line in lines)
-            out.print(f"{len(lines)} runs, {todo} to train")
+            out.print(f"{len(lines)} runs{f' in shard {part}' if part else ''}, {todo} to train")
             return
-        from decnn_cli.experiments.reproduce import load_recipe
-
         table = load_recipe(recipe).table
+        if outcome is None:
+            out.print(
+                f"shard {part}: its runs are trained and evaluated; the shard that ends last writes "
+                f"{results / table.name}.md (or run `decnn reproduce {recipe} --partial`)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         cells = int(outcome["runs"].gt(0).sum())
         against = "compared with the paper" if table.paper else "(no paper table to compare with)"
         out.print(f"{cells} measured cells {against}: {results / table.name}.md")

@@ -159,68 +159,7 @@ def test_smoke_recipe_runs_every_stage_end_to_end(tmp_path: Path):
     assert "paper Table 1a" in md and "97.10" in md
 
 
-def test_run_locks_keep_two_reproduce_processes_apart(tmp_path: Path):
-    import os
-
-    from decnn_cli.experiments.reproduce.locking import claim, lock_path, release
-
-    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
-    assert claim(folder)
-    assert lock_path(folder).read_text() == str(os.getpid())
-    lock_path(folder).write_text("1")  # held by a live process (pid 1)
-    assert not claim(folder)
-    lock_path(folder).write_text("999999999")  # held by a process that no longer exists: stale
-    assert claim(folder)
-    release(folder)
-    assert not lock_path(folder).exists()
-
-
-def test_a_lock_held_by_another_users_process_is_respected(tmp_path: Path, monkeypatch):
-    from decnn_cli.experiments.reproduce import locking
-
-    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
-    folder.parent.mkdir()
-    locking.lock_path(folder).write_text("4242")
-
-    def not_permitted(pid: int, signal: int) -> None:
-        raise PermissionError  # what os.kill says of a live process that belongs to another user
-
-    monkeypatch.setattr(locking.os, "kill", not_permitted)
-    assert not locking.claim(folder)
-    assert locking.lock_path(folder).read_text() == "4242"
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process states are read from /proc (Linux)")
-def test_a_lock_held_by_a_zombie_process_is_stale(tmp_path: Path):
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from decnn_cli.experiments.reproduce.locking import claim, lock_path, pid_alive
-
-    folder = tmp_path / "runs" / "digits__standard__abc__seed0"
-    folder.parent.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        # Not yet reaped, the exited child stays in the process table as a zombie: os.kill(pid, 0) still succeeds.
-        for _ in range(200):
-            if Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the child process did not exit")
-        lock_path(folder).write_text(str(child.pid))
-        assert not pid_alive(child.pid)
-        assert claim(folder)
-        assert lock_path(folder).read_text() == str(os.getpid())
-    finally:
-        child.wait()
-
-
 def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini: Path, tmp_path: Path, monkeypatch):
-    import os
-
     from decnn_cli.experiments.reproduce import evaluations, locking
 
     results = tmp_path / "results"
@@ -230,7 +169,7 @@ def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini:
     runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
     theirs, ours = runs[0].folder.name, runs[1].folder.name
     full[~full["run"].isin([theirs, ours])].to_csv(staging / "calibration.csv", index=False)
-    locking.lock_path(staging / f"calibration__{theirs}").write_text(str(os.getpid()))  # a live process holds it
+    held = locking.claim(staging / f"calibration__{theirs}")  # a live process (this one) holds it
 
     evaluated: list[str] = []
     monkeypatch.setattr(
@@ -240,13 +179,74 @@ def test_an_evaluation_claimed_by_another_process_is_waited_for_not_redone(mini:
     def other_process_finishes(_seconds: float) -> None:
         merged = pd.concat([pd.read_csv(staging / "calibration.csv"), full[full["run"] == theirs]])
         merged.to_csv(staging / "calibration.csv", index=False)
-        locking.release(staging / f"calibration__{theirs}")
+        held.release()
 
     monkeypatch.setattr(evaluations.time, "sleep", other_process_finishes)
     evaluation = load_recipe(mini).evaluations[0]
     rows = evaluations.evaluate(evaluation, runs, staging, None, "cpu", None)
     assert evaluated == [ours]  # ours is evaluated here; theirs is waited for, not evaluated twice
     assert theirs in {row["run"] for row in rows}
+
+
+def _fake_rows(evaluation, folders, outliers, shared) -> None:
+    """An evaluation that adds one row per run folder to its table, as the real ones do."""
+    from decnn_cli.results import merge_rows
+
+    rows = [{"run": f.name, "dataset": "digits", "accuracy": 90.0} for f in folders]
+    path = shared.results_dir / f"{shared.table}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merge_rows(path, rows, ["run"]).to_csv(path, index=False)
+
+
+def test_an_evaluation_finished_between_a_look_and_a_claim_is_not_redone(mini: Path, tmp_path: Path, monkeypatch):
+    from decnn_cli.experiments.reproduce import evaluations
+
+    runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
+    staging = tmp_path / "results" / "evaluations"
+    real_claim = evaluations.claim
+
+    def claim_after_another_process_finished(folder: Path):
+        _fake_rows(None, [r.folder for r in runs if folder.name.endswith(r.folder.name)], [], _Shared(staging))
+        return real_claim(folder)
+
+    evaluated: list[str] = []
+    monkeypatch.setattr(evaluations, "claim", claim_after_another_process_finished)
+    monkeypatch.setattr(
+        evaluations, "run_evaluation", lambda ev, folders, *a: evaluated.extend(f.name for f in folders)
+    )
+    rows = evaluations.evaluate(load_recipe(mini).evaluations[0], runs, staging, None, "cpu", None)
+    assert evaluated == [] and {row["run"] for row in rows} == {r.folder.name for r in runs}
+
+
+class _Shared:
+    def __init__(self, results_dir: Path, table: str = "calibration"):
+        self.results_dir, self.table = results_dir, table
+
+
+def test_rows_are_merged_into_the_staging_table_under_its_lock(mini: Path, tmp_path: Path, monkeypatch):
+    import threading
+    import time
+
+    from decnn_cli.experiments.reproduce import evaluations, locking
+
+    runs = plan(load_recipe(mini), out_dir=tmp_path / "runs")
+    staging = tmp_path / "results" / "evaluations"
+    _fake_rows(None, [runs[0].folder], [], _Shared(staging))
+    monkeypatch.setattr(evaluations, "run_evaluation", _fake_rows)
+    evaluation = load_recipe(mini).evaluations[0]
+    merging = locking.claim(staging / "calibration.csv")  # another process is merging its rows
+    worker = threading.Thread(
+        target=evaluations._evaluate_one, args=(evaluation, runs[1].folder, [], staging, None, "cpu", None)
+    )
+    worker.start()
+    time.sleep(0.3)
+    assert worker.is_alive()  # evaluated (in a folder of its own), now waiting to merge
+    _fake_rows(None, [runs[2].folder], [], _Shared(staging))  # the other process's rows land
+    merging.release()
+    worker.join(10)
+    table = pd.read_csv(staging / "calibration.csv")
+    assert sorted(table["run"]) == sorted(r.folder.name for r in runs[:3])  # nobody's rows were lost
+    assert [p.name for p in staging.iterdir()] == ["calibration.csv"]  # the work folder and the locks are gone
 
 
 # One published folder per method (Table 1a, MNIST, seed 0), named before each method declared its own settings:

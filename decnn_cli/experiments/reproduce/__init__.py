@@ -3,8 +3,11 @@ measured numbers with the paper's.
 
 - ``recipe``: the recipe schema (table header, grid stages, evaluations) and ``load_recipe``;
 - ``planning``: the runs of a recipe and the folders they are keyed to;
-- ``locking``: claims, so that two processes split the runs and evaluations of a recipe;
+- ``locking``: claims with leases, so that processes on one machine or many split a recipe's runs and evaluations;
+- ``sharding``: ``--shard K/N``, a deterministic slice of the runs for any scheduler to start;
+- ``running``: training runs in this process, and the tables once everything is evaluated;
 - ``evaluations``: the ``EVALUATIONS`` registry and how one evaluation runs over a recipe's runs;
+- ``launching``: ``--launcher slurm``, the runs as cluster jobs through submitit;
 - ``comparison``: measured numbers beside the paper's, as CSV and Markdown.
 
 A finished run (one with ``metrics.json``) is never trained twice, and a killed run leaves only a
@@ -13,14 +16,12 @@ A finished run (one with ``metrics.json``) is never trained twice, and a killed 
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.comparison import compare_with_paper, comparison_markdown
 from decnn_cli.experiments.reproduce.evaluations import EVALUATIONS, evaluate, staging_name
-from decnn_cli.experiments.reproduce.locking import claim, release
 from decnn_cli.experiments.reproduce.planning import (
     PlannedRun,
     config_hash,
@@ -30,6 +31,8 @@ from decnn_cli.experiments.reproduce.planning import (
     runs_for,
 )
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe, load_recipe
+from decnn_cli.experiments.reproduce.running import train_runs, unfinished, write_comparison
+from decnn_cli.experiments.reproduce.sharding import Shard
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,63 +50,45 @@ def reproduce(
     console: Console | None = None,
     show_progress: bool = True,
     partial: bool = False,
-) -> pd.DataFrame | list[PlannedRun]:
+    shard: Shard | None = None,
+) -> pd.DataFrame | list[PlannedRun] | None:
     """Train what is missing, evaluate what is missing, write results/<name>.csv and .md; or list the plan.
 
     With ``partial``, nothing is trained: only the runs already finished are evaluated and tabled (while a
     long grid is still running elsewhere, say), and the Markdown names the runs the tables lack.
+
+    With ``shard`` (the K-th of N), only the shard's runs are trained and evaluated, with any run they need that no
+    process has trained yet; the shard that finds the whole grid trained and evaluated when it ends writes the tables,
+    the others return None (``--partial`` writes them at any time).
     """
+    if partial and shard is not None:
+        raise ConfigError("--partial trains nothing and tables every finished run: run it without --shard")
     recipe = load_recipe(recipe_path)
     runs = plan(recipe, data_root, out_dir, overrides)
+    mine = shard.of(runs) if shard is not None else runs
     if dry_run:
-        return runs
+        return mine
     from rich.console import Console
 
     from decnn_cli.engine import progress_bar
-    from decnn_cli.experiments.train import train
-    from decnn_cli.paper import PAPER
-    from decnn_cli.results import write_text_atomic
 
     console = console or Console(stderr=True)
     missing = [r for r in runs if not r.done] if partial else []
     if partial:
-        runs = [r for r in runs if r.done]
-    todo = [r for r in runs if not r.done]
+        mine = [r for r in runs if r.done]
     staging = results_dir / "evaluations"
+    title = recipe.table.name if shard is None else f"{recipe.table.name} {shard}"
     with progress_bar(disable=not show_progress) as progress:
-        overall = progress.add_task(
-            f"{recipe.table.name}: runs",
-            total=len(runs),
-            completed=len(runs) - len(todo),
-            status=f"{len(runs) - len(todo)} already finished",
-        )
-        while todo:
-            run = next((r for r in todo if not r.done and claim(r.folder)), None)
-            if run is None:  # the rest are being trained by another `decnn reproduce`: wait for them
-                todo = [r for r in todo if not r.done]
-                if todo:
-                    time.sleep(10)
-                continue
-            progress.update(overall, status=f"{run.dataset} {run.model} seed {run.seed}")
-            try:
-                if run.folder.exists():  # left behind unfinished (no metrics.json): train it again from scratch
-                    shutil.rmtree(run.folder)
-                train(run.cfg, console, progress=progress, name=run.folder.name)
-            finally:
-                release(run.folder)
-            todo = [r for r in todo if r is not run and not r.done]
-            progress.update(overall, completed=sum(r.done for r in runs))
-        evaluations = progress.add_task(f"{recipe.table.name}: evaluations", total=len(recipe.evaluations), status="")
-        rows: list[dict[str, Any]] = []
+        if not partial:
+            train_runs(mine, runs, console, progress, title)
+        evaluations = progress.add_task(f"{title}: evaluations", total=len(recipe.evaluations), status="")
         for evaluation in recipe.evaluations:
             progress.update(evaluations, status=evaluation.kind)
-            rows += evaluate(evaluation, runs_for(evaluation, runs), staging, data_root, device, progress)
+            evaluate(evaluation, runs_for(evaluation, mine), staging, data_root, device, progress)
             progress.advance(evaluations)
-    paper = [value for table in recipe.table.paper for value in PAPER[table]]
-    comparison = compare_with_paper(rows, paper)
-    write_text_atomic(results_dir / f"{recipe.table.name}.csv", comparison.to_csv(index=False))
-    write_text_atomic(results_dir / f"{recipe.table.name}.md", comparison_markdown(recipe, comparison, missing))
-    return comparison
+    if shard is not None and unfinished(recipe, runs, staging):
+        return None  # another shard is still at work: the last to finish writes the tables
+    return write_comparison(recipe, mine if partial else runs, results_dir, missing)
 
 
 __all__ = [
@@ -111,6 +96,7 @@ __all__ = [
     "Evaluation",
     "PlannedRun",
     "Recipe",
+    "Shard",
     "compare_with_paper",
     "comparison_markdown",
     "config_hash",

@@ -34,6 +34,7 @@ class PlannedRun:
     folder: Path
     in_table: bool
     show_variant: bool = True
+    needs: tuple[Path, ...] = ()  # folders of the earlier runs whose checkpoints this run reads (@stage/label)
 
     @property
     def done(self) -> bool:
@@ -136,6 +137,7 @@ def plan(
                 for variant in stage.variants:
                     for seed in stage.seeds:
                         sets = [*stage.set, *variant.set, *(overrides or [])]
+                        needs = tuple(dict.fromkeys(r.folder for s in sets if (r := _reference(s, runs, dataset))))
                         sets = [_resolve_reference(s, runs, dataset) for s in sets]
                         options = {
                             "data.name": dataset,
@@ -158,6 +160,7 @@ def plan(
                                 folder,
                                 stage.in_table,
                                 variant.show,
+                                needs,
                             )
                         )
     return runs
@@ -165,13 +168,19 @@ def plan(
 
 def _resolve_reference(text: str, runs: list[PlannedRun], dataset: str) -> str:
     """``key=@stage/label`` -> ``key=<that run's model.pt>`` (same dataset, the stage's first seed)."""
+    run = _reference(text, runs, dataset)
+    return text if run is None else f"{text.split('=@', 1)[0]}={run.folder / 'model.pt'}"
+
+
+def _reference(text: str, runs: list[PlannedRun], dataset: str) -> PlannedRun | None:
+    """The earlier run an override ``key=@stage/label`` refers to; None for an override without a reference."""
     if "=@" not in text:
-        return text
-    key, ref = text.split("=@", 1)
+        return None
+    ref = text.split("=@", 1)[1]
     stage, _, label = ref.partition("/")
     for run in runs:
         if run.stage == stage and run.variant == label and run.dataset == dataset:
-            return f"{key}={run.folder / 'model.pt'}"
+            return run
     raise ConfigError(f"reference @{ref} matches no earlier run of stage {stage!r} on {dataset}; define it first")
 
 
