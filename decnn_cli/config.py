@@ -101,6 +101,14 @@ class TrainConfig(_Section):
     epochs: int = Field(
         10, ge=1, description="Passes over the training split (when unset: the dataset's default, 20 for digits)."
     )
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="Fewest optimizer steps a run takes: its epochs are raised to ceil(min_steps / steps per epoch) "
+        "when ``epochs`` gives fewer (0: epochs as given). A schedule in epochs gives a small dataset few steps, and "
+        "ReDecNN converges more slowly than a standard network: on FSDD (1,620 clips, batch 32) 20 epochs are "
+        "1,020 steps. The raised epoch count is recorded in metrics.json.",
+    )
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
     schedule: Literal["constant", "cosine"] = Field(

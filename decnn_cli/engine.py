@@ -155,6 +155,7 @@ def fit(
         seen = 0
         part_sums: dict[str, torch.Tensor] = {}
         for i, (x, y) in enumerate(_batches(train_loader, device)):
+            ctx.progress = ((epoch - 1) * steps_per_epoch + i) / (cfg.epochs * steps_per_epoch)
             with autocast(device, cfg.amp):
                 loss, logits, parts = step_loss(x, y)
             optimizer.zero_grad(set_to_none=True)

@@ -144,3 +144,20 @@ def test_list_commands(runner):
     assert result.exit_code == 0 and "mc-dropout" in result.output and "bayesnn" in result.output
     result = runner.invoke(app, ["datasets"])
     assert result.exit_code == 0 and "celeba" in result.output
+
+
+def test_min_steps_raises_the_epochs_and_warmup_ramps_over_the_steps(runner, out_dir: Path, monkeypatch):
+    from decnn_cli.methods.decodable import ReDecNNSettings
+
+    seen: list[float] = []
+    ramp = ReDecNNSettings.ramp
+    monkeypatch.setattr(ReDecNNSettings, "ramp", lambda self, progress: seen.append(progress) or ramp(self, progress))
+    # 64 training examples at batch 32 -> 2 steps per epoch; 7 steps need 4 epochs (8 steps).
+    result = _train(runner, out_dir, "--method", "redecnn", "--set", "train.min_steps=7", "--set", "data.batch_size=32")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((_only_run(out_dir) / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["steps"] == 8 and len(metrics["history"]) == 4
+    assert "4 epochs of 2 steps instead of 1" in result.output
+    assert seen == [i / 8 for i in range(8)], "the loss sees the share of steps taken, from 0"
+    config = tomllib.loads((_only_run(out_dir) / "config.toml").read_text())
+    assert config["train"]["epochs"] == 1 and config["train"]["min_steps"] == 7, "the config keeps what was asked"

@@ -157,7 +157,12 @@ def test_composition_with_another_class_count_is_a_clear_error(pretrained, tmp_p
 def test_composition_needs_a_decodable_method(pretrained, tmp_path: Path):
     with pytest.raises(DecnnError, match="use them with decnn or redecnn"):
         cfg = build_config(
-            overrides=["method.name=standard", f"method.compose_with={pretrained['linear']}", f"out_dir={tmp_path}", *TINY]
+            overrides=[
+                "method.name=standard",
+                f"method.compose_with={pretrained['linear']}",
+                f"out_dir={tmp_path}",
+                *TINY,
+            ]
         )
         train(cfg, show_progress=False)
 

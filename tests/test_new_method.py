@@ -102,7 +102,9 @@ def test_a_registered_method_trains_and_is_evaluated(registered, tmp_path: Path)
     outcome = train(cfg, show_progress=False)
     assert outcome.run_dir.name.startswith("digits__smoothed__seed0__")
     assert 0.0 <= outcome.metrics["test_accuracy"] <= 100.0 and outcome.metrics["history"][0]["train_loss"] > 0
-    rows = evaluate_calibration([outcome.run_dir], CalibrationOptions(results_dir=tmp_path / "res", show_progress=False))
+    rows = evaluate_calibration(
+        [outcome.run_dir], CalibrationOptions(results_dir=tmp_path / "res", show_progress=False)
+    )
     assert rows[0]["method"] == "smoothed" and 0.0 <= rows[0]["ece"] <= 100.0
 
 
@@ -123,7 +125,10 @@ def test_a_copy_of_decnn_under_another_name_is_keyed_on_its_own_settings(monkeyp
     monkeypatch.setitem(METHODS, "decnn-copy", dataclasses.replace(decodable.DECNN, name="decnn-copy"))
 
     recipe = Recipe.model_validate(
-        {"table": {"name": "t", "title": "t", "size": "smoke"}, "grid": [{"datasets": ["digits"], "methods": ["decnn-copy"]}]}
+        {
+            "table": {"name": "t", "title": "t", "size": "smoke"},
+            "grid": [{"datasets": ["digits"], "methods": ["decnn-copy"]}],
+        }
     )
 
     def folder(*overrides: str) -> Path:

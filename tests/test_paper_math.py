@@ -91,6 +91,41 @@ def test_eq5_redecnn_loss_equals_its_hand_computation_at_alpha_one_half_and_dept
     assert_close(terms.logits, logits)
 
 
+@pytest.mark.parametrize("progress", [0.0, 0.1, 0.25, 0.5, 0.9])
+def test_warmup_scales_every_recursive_term_linearly_then_leaves_eq5(progress):
+    warmup = 0.5
+    cfg, model = _network("redecnn", ["method.alpha=0.5", "method.recursion_depth=2", f"method.warmup={warmup}"])
+    x, y = _batch()
+    settings = _settings(cfg)
+
+    def loss(at: float):
+        torch.manual_seed(5)  # the same layer draws at every progress
+        return redecnn_loss(model, x, y, LossContext(settings, TaskHead("multiclass"), 100, progress=at))
+
+    full, warming = loss(1.0), loss(progress)
+    ramp = min(1.0, progress / warmup)
+    ce = full.parts["ce"]
+    assert_close(warming.parts["ce"], ce)
+    assert_close(warming.total - ce, ramp * (full.total - ce))
+    for name in ("ce_recursive", "recon"):
+        assert_close(warming.parts[name], ramp * full.parts[name])
+    # The per-depth diagnostics are unweighted: the same whatever the ramp.
+    for depth in (1, 2):
+        assert_close(warming.parts[f"ce_depth{depth}"], full.parts[f"ce_depth{depth}"])
+        assert_close(warming.parts[f"mse_depth{depth}"], full.parts[f"mse_depth{depth}"])
+
+
+def test_warmup_zero_is_eq5_from_the_first_step():
+    cfg, model = _network("redecnn", ["method.recursion_depth=2", "method.warmup=0"])
+    x, y = _batch()
+    settings = _settings(cfg)
+    totals = []
+    for at in (0.0, 1.0):
+        torch.manual_seed(5)
+        totals.append(redecnn_loss(model, x, y, LossContext(settings, TaskHead("multiclass"), 100, progress=at)).total)
+    assert_close(totals[0], totals[1])
+
+
 def test_sample_paths_decodes_exactly_depth_times_per_path_and_returns_n_b_k(drawn_layers):
     depth, n = 3, 5
     cfg, model = _network("redecnn", [f"method.recursion_depth={depth}"])

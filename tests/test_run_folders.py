@@ -41,6 +41,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("model", "decoder_channels"): 16,
     ("model", "cnn_channels"): 8,
     ("train", "epochs"): 3,
+    ("train", "min_steps"): 1000,
     ("train", "lr"): 0.01,
     ("train", "weight_decay"): 0.1,
     ("train", "schedule"): "constant",
@@ -58,6 +59,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "beta"): 1.0,
     ("method", "alpha"): 0.5,
     ("method", "recursion_depth"): 4,
+    ("method", "warmup"): 0.2,
     ("method", "dropout"): 0.3,
     ("method", "ensemble_size"): 3,
     ("method", "prior_sigma1"): 0.5,
@@ -96,6 +98,7 @@ CHANGES_RESULT = {
     ("model", "decoder_channels"): False,  # the ResNet decoder's only
     ("model", "cnn_channels"): False,  # the CNN's only
     ("train", "epochs"): True,
+    ("train", "min_steps"): True,  # keyed when set: it raises the epochs of a small training set
     ("train", "lr"): True,
     ("train", "weight_decay"): True,
     ("train", "schedule"): True,
@@ -126,9 +129,7 @@ def _name(method: str, *overrides: str) -> str:
 
 
 def test_every_config_key_has_a_changed_value_and_a_verdict():
-    sections = {
-        (section, key) for section in RUN_SECTIONS for key in type(getattr(RunConfig(), section)).model_fields
-    }
+    sections = {(section, key) for section in RUN_SECTIONS for key in type(getattr(RunConfig(), section)).model_fields}
     sections.discard(("method", "name"))
     assert {k for k in CHANGED if k[0] != "method"} == sections | {("out_dir",)}
     assert set(CHANGES_RESULT) == sections | {("out_dir",)}
@@ -210,7 +211,9 @@ def _learned(name: str, *overrides: str) -> tuple[torch.Tensor, torch.Tensor]:
     model = method.network(cfg, SPEC)
     x, y = torch.rand(6, *SPEC.in_shape), torch.arange(6) % 4
     torch.manual_seed(1)
-    loss = method.loss(model.train(), x, y, LossContext(settings, TaskHead("multiclass"), num_train=100)).total
+    # Early in training (progress 0.1), where a warm-up still scales its terms.
+    ctx = LossContext(settings, TaskHead("multiclass"), num_train=100, progress=0.1)
+    loss = method.loss(model.train(), x, y, ctx).total
     torch.manual_seed(2)
     with torch.no_grad():
         samples = method.sample(model.eval(), x, 4, settings)
@@ -238,5 +241,7 @@ def test_decnn_train_names_show_what_distinguishes_the_run(tmp_path: Path):
         build_config(overrides=["data.name=colored-digits", f"method.protect_with={protector}", "train.seed=2"])
     )
     assert protected.startswith("colored-digits__redecnn__protect-standard-target-color-seed0-20250101-120000__seed2__")
-    composed = run_name(build_config(overrides=["method.compose_with=/home/m/my model.pt", "method.compose_target=direct"]))
+    composed = run_name(
+        build_config(overrides=["method.compose_with=/home/m/my model.pt", "method.compose_target=direct"])
+    )
     assert composed.startswith("digits__redecnn__compose-direct-my-model__seed0__")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.progress import Progress
 from torch.utils.data import DistributedSampler
 
 from decnn_cli import distributed, engine, metrics, plots
-from decnn_cli.config import RunConfig, dump_toml
+from decnn_cli.config import RunConfig, TrainConfig, dump_toml
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import labels_of, make_loader
@@ -25,6 +26,11 @@ from decnn_cli.tasks import TaskHead, balanced_pos_weight
 from decnn_cli.uncertainty import predict
 
 DECODING_ROWS = 8
+
+
+def epochs_for(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The epochs a run trains: ``cfg.epochs``, raised to reach ``cfg.min_steps`` optimizer steps."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
 
 
 @dataclass
@@ -121,14 +127,23 @@ def _train(
         sampler=sampler,
     )
     on_epoch_start = sampler.set_epoch if sampler is not None else None
+    train_cfg = cfg.train.model_copy(update={"epochs": epochs_for(cfg.train, len(train_loader))})
     val_loader = make_loader(splits.val, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
 
     if not dctx.is_main:  # other ranks only train; rank 0 evaluates and writes the run folder
-        engine.fit(model, method, ctx, train_loader, val_loader, cfg.train, device, None, on_epoch_start, dctx)
+        engine.fit(model, method, ctx, train_loader, val_loader, train_cfg, device, None, on_epoch_start, dctx)
         return TrainOutcome(None, {})
     for note in splits.notes:  # what the dataset chose (its split, speakers, counts); also in metrics.json
         console.print(f"{cfg.data.name}: {note}", markup=False, highlight=False, soft_wrap=True)
+    if train_cfg.epochs != cfg.train.epochs:
+        console.print(
+            f"{cfg.data.name}: {train_cfg.epochs} epochs of {len(train_loader)} steps instead of {cfg.train.epochs}, "
+            f"to take at least train.min_steps = {cfg.train.min_steps} optimizer steps",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for note in pos_weight_notes:
         console.print(f"warning: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     with RunFolder(cfg.out_dir, name or run_name(cfg)) as run:
@@ -136,7 +151,7 @@ def _train(
         started = time.perf_counter()
         with engine.progress_or_new(progress, show_progress) as bar:
             history = engine.fit(
-                model, method, ctx, train_loader, val_loader, cfg.train, device, bar, on_epoch_start, dctx
+                model, method, ctx, train_loader, val_loader, train_cfg, device, bar, on_epoch_start, dctx
             )
             train_seconds = time.perf_counter() - started
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
@@ -149,7 +164,8 @@ def _train(
             "dataset": cfg.data.name,
             "method": cfg.method.name,
             "seed": cfg.train.seed,
-            "epochs": cfg.train.epochs,
+            "epochs": train_cfg.epochs,
+            "steps": train_cfg.epochs * len(train_loader),
             "device": str(device),
             "world_size": dctx.world_size,
             "parameters": engine.count_parameters(model),

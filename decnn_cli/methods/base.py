@@ -29,13 +29,16 @@ class MethodSettings(BaseModel):
 
     A run's folder is keyed on every setting (see ``folder_key``) except those in ``unkeyed`` (settings that do
     not change what the run learns). Settings in ``keyed_when_set`` (added after runs were published) are keyed
-    only when set away from their default, so earlier folders keep their names. ``unread`` names the settings
-    that a given configuration ignores (a weight whose term is off): they are keyed at their default.
+    only when set away from their default, so earlier folders keep their names; settings in ``keyed_unless``
+    (added with a default that changes training) are keyed unless set to the value that reproduces the training
+    before them, so runs at that value keep their earlier names. ``unread`` names the settings that a given
+    configuration ignores (a weight whose term is off): they are keyed at their default.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset()
+    keyed_unless: ClassVar[dict[str, Any]] = {}
     unkeyed: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -55,7 +58,9 @@ class MethodSettings(BaseModel):
         return {
             k: v
             for k, v in values.items()
-            if k not in self.unkeyed and not (k in self.keyed_when_set and v == fields[k].default)
+            if k not in self.unkeyed
+            and not (k in self.keyed_when_set and v == fields[k].default)
+            and not (k in self.keyed_unless and v == self.keyed_unless[k])
         }
 
 
@@ -117,11 +122,15 @@ DecodedTerm = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], dict[st
 
 @dataclass
 class LossContext:
-    """What a loss needs besides the batch: the method's own settings, the task and the training-set size."""
+    """What a loss needs besides the batch: the method's own settings, the task, the training-set size and how far
+    training has come."""
 
     settings: MethodSettings
     task: TaskHead
     num_train: int
+    # Share of the training steps taken before this one, in [0, 1]; the training loop updates it every step, and
+    # outside training it stays 1 (a fully trained objective).
+    progress: float = 1.0
     decoded_terms: list[DecodedTerm] = field(default_factory=list)
     # Terms that see x_hat decoded by g with its weights held fixed: their gradient reaches f, not g.
     fixed_decoder_terms: list[DecodedTerm] = field(default_factory=list)

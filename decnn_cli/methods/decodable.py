@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -27,6 +27,9 @@ class DecNNSettings(MethodSettings):
 
 
 class ReDecNNSettings(DecNNSettings):
+    # Runs trained before the warm-up existed had none: they keep their folder names at warmup = 0.
+    keyed_unless: ClassVar[dict[str, Any]] = {"warmup": 0.0}
+
     alpha: float = Field(
         0.3,
         ge=0.0,
@@ -37,6 +40,20 @@ class ReDecNNSettings(DecNNSettings):
         "points of a standard network at 20 epochs (results/README.md).",
     )
     recursion_depth: int = Field(8, ge=1, description="Recursion depth D of ReDecNN (the paper: D = L = 8).")
+    warmup: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the training steps over which the recursive terms' weight rises linearly from 0 to "
+        "alpha^d (all of depth d's terms: its cross-entropy, its reconstruction and any Eq. 7/8 term); 0 gives Eq. 5 "
+        "from the first step. Early decodings are noise, and classifying them from the start slows f: on FSDD (20 "
+        "epochs, 3 seeds) ReDecNN reached 85.8% test accuracy without warm-up and 92.2% with 0.5 (standard: 94.7%); "
+        "chosen on validation accuracy (86.1%, 93.3%), with 0.5 over warming up the cross-entropy alone (88.9%).",
+    )
+
+    def ramp(self, progress: float) -> float:
+        """The warm-up factor of the recursive terms after ``progress`` (0-1) of the training steps."""
+        return 1.0 if self.warmup == 0 else min(1.0, progress / self.warmup)
 
 
 def build(model_cfg: ModelConfig, settings: DecNNSettings, spec: DataSpec) -> Network:
@@ -75,9 +92,12 @@ def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContex
 
 
 def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
-    """Eq. 5: CE(f(x), y) + sum_d alpha^d [CE(f(x_d), y) + beta * MSE(x_d, x)], x_d = g(h^(d-1)_{l_{d-1}}).
+    """Eq. 5: CE(f(x), y) + sum_d r alpha^d [CE(f(x_d), y) + beta * MSE(x_d, x)], x_d = g(h^(d-1)_{l_{d-1}}).
 
-    l_{d-1} is drawn uniformly per example; gradients flow through the whole recursion.
+    l_{d-1} is drawn uniformly per example; gradients flow through the whole recursion. r is the warm-up factor
+    (``ReDecNNSettings.ramp``; 1 once warmed up, and always outside training). ``parts`` also holds each depth's
+    unweighted cross-entropy and reconstruction MSE (``ce_depth{d}``, ``mse_depth{d}``), to see where a path loses
+    the label or the input.
     """
     import torch
     from torch.nn import functional as F
@@ -90,12 +110,15 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     for term in ctx.input_terms:
         total = add_terms(total, parts, term(x, logits), 1.0)
     num_layers = len(hidden)
+    ramp = settings.ramp(ctx.progress)
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer)  # (B, C, H, W)
         hidden_prev = hidden
         logits_hat, hidden = model(x_hat)
-        terms = {"ce_recursive": ctx.task.loss(logits_hat, y), "recon": settings.beta * F.mse_loss(x_hat, x)}
+        ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
+        parts[f"ce_depth{depth}"], parts[f"mse_depth{depth}"] = ce_hat.detach(), mse_hat.detach()
+        terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat}
         for term in ctx.decoded_terms:
             terms |= term(x, x_hat, logits_hat)
         if ctx.fixed_decoder_terms:
@@ -103,7 +126,7 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
                 x_fixed = model.decoder.decode_selected(hidden_prev, layer)
             for term in ctx.fixed_decoder_terms:
                 terms |= term(x, x_fixed, logits_hat)
-        total = add_terms(total, parts, terms, settings.alpha**depth)
+        total = add_terms(total, parts, terms, ramp * settings.alpha**depth)
     return LossTerms(total, parts, logits)
 
 
