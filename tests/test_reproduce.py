@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -70,9 +71,13 @@ def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_
     runs = plan(load_recipe(mini), out_dir=out)
     assert all(r.done for r in runs)
     stamps = {r.folder: (r.folder / "metrics.json").stat().st_mtime_ns for r in runs}
-    # Interrupt one run: its folder loses metrics.json (and a stray partial folder is left behind).
+    # Interrupt one run: its folder loses metrics.json and its evaluation rows are gone (and a stray partial folder
+    # is left behind).
     victim = runs[1].folder
     (victim / "metrics.json").unlink()
+    staged = results / "evaluations" / "calibration.csv"
+    rows = pd.read_csv(staged)
+    rows[rows["run"] != victim.name].to_csv(staged, index=False)
     (out / f".partial-{runs[2].folder.name}").mkdir()
     dry = runner.invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 0 and "4 runs, 1 to train" in dry.output
@@ -94,6 +99,14 @@ def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_
     frame = pd.read_csv(results / "mini.csv")
     measured = frame[(frame["dataset"] == "digits") & (frame["metric"] == "accuracy")]
     assert set(measured["model"]) == {"standard", "redecnn"} and (measured["runs"] == 2).all()
+    # A run whose folder is gone (trained on another machine, or removed) but whose rows are recorded is still
+    # tabled by --partial, and not named as missing.
+    shutil.rmtree(runs[3].folder)
+    assert runner.invoke(app, [*args, "--partial"]).exit_code == 0
+    assert "Partial table" not in (results / "mini.md").read_text()
+    frame = pd.read_csv(results / "mini.csv")
+    measured = frame[(frame["dataset"] == "digits") & (frame["metric"] == "accuracy")]
+    assert (measured["runs"] == 2).all() and not runs[3].folder.exists()
 
 
 def test_paper_column_matches_the_recipes_tables():
@@ -107,6 +120,16 @@ def test_paper_column_matches_the_recipes_tables():
     assert cell["paper_table"] == "1a" and cell["runs"] == 2
     assert len(frame) == len(PAPER["1a"])  # every paper value appears once, measured or not
     assert frame[frame["model"] == "ensemble"]["runs"].eq(0).all()
+
+
+def test_a_stand_in_dataset_is_compared_with_the_paper_dataset_it_replaces():
+    rows = [{"kind": "calibration", "dataset": "fsdd", "model": "redecnn", "outlier": "", "run": "a", "accuracy": 95.0}]
+    frame = compare_with_paper(rows, PAPER["9"], {"fsdd": "audiomnist"})
+    cell = frame[(frame["kind"] == "calibration") & (frame["metric"] == "accuracy") & (frame["model"] == "redecnn")]
+    cell = cell[cell["dataset"] == "fsdd"].iloc[0]
+    assert cell["paper"] == 93.4 and cell["difference"] == pytest.approx(1.6) and cell["paper_dataset"] == "audiomnist"
+    assert "audiomnist" not in set(frame["dataset"]), "AudioMNIST's numbers sit in FSDD's column"
+    assert "fluent" in set(frame["dataset"]), "datasets without a stand-in keep their paper values"
 
 
 def test_recipe_without_paper_tables_reports_its_headline_metrics():
@@ -267,8 +290,8 @@ def test_published_run_folders_keep_their_names():
     names = {r.folder.name for r in plan(load_recipe(RECIPES / "table5" / "cpu.toml"))}
     assert {"mnist__redecnn__f2053ec1__seed0", "mnist__standard__74a1b8d8__seed0"} <= names
     # Table 1a's runs were published before ReDecNN's warm-up and train.min_steps: at the values that reproduce
-    # that training (no warm-up; min_steps does not bind on MNIST) they keep their names ...
-    before = plan(load_recipe(RECIPES / "table1a" / "cpu.toml"), overrides=["method.warmup=0", "train.min_steps=0"])
+    # that training (no warm-up; the recipe's min_steps does not bind on MNIST) they keep their names ...
+    before = plan(load_recipe(RECIPES / "table1a" / "cpu.toml"), overrides=["method.warmup=0"])
     before = {r.method: r.folder.name for r in before if r.seed == 0 and r.dataset == "mnist"}
     assert {m: before[m] for m in PUBLISHED} == PUBLISHED
     # ... and the recipe's ReDecNN, which warms up, is a new run.
@@ -282,3 +305,13 @@ def test_published_run_folders_keep_their_names():
     # ... and not the runs that ignore it.
     runs = plan(load_recipe(RECIPES / "table5" / "cpu.toml"), overrides=["method.protect_trains_decoder=false"])
     assert "mnist__redecnn__f2053ec1__seed0" in {r.folder.name for r in runs}
+
+
+def test_min_steps_keys_a_run_folder_only_where_it_raises_the_epochs():
+    recipe = load_recipe(RECIPES / "table1a" / "cpu.toml")
+    names = {}
+    for floor in (0, 4000, 9000):  # MNIST at batch 128: 422 steps per epoch, 8,440 in 20 epochs
+        runs = plan(recipe, overrides=[f"train.min_steps={floor}", "method.warmup=0"])
+        names[floor] = {r.folder.name for r in runs if r.seed == 0 and r.dataset == "mnist"}
+    assert names[4000] == names[0] == set(PUBLISHED.values()), "a floor below 8,440 steps changes nothing"
+    assert not names[9000] & names[0], "a floor above it raises the epochs: new runs"

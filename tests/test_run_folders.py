@@ -190,14 +190,16 @@ def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():
     assert _name("standard", "data.name=celeba") != "celeba__standard__62a7b7b6__seed0"
     held_out = _name("standard", "data.name=celeba", "data.holdout_attr=Wearing_Hat")
     assert held_out != "celeba__standard__holdout-Wearing_Hat__728367f2__seed0"
-    # ... while a single-target CelebA run (a two-class task, whose loss is unchanged) keeps its name.
-    assert _name("standard", "data.name=celeba", "data.target=Bald") == "celeba__standard__target-Bald__75cbd432__seed0"
-    negated = _name("standard", "data.name=celeba", "data.target=No_Beard", "data.negate_target=true")
+    # ... while a single-target CelebA run (a two-class task, whose loss is unchanged) keeps its name (at the batch
+    # size of 128 those runs had, before CelebA's default became 32).
+    celeba = ("data.name=celeba", "data.batch_size=128")
+    assert _name("standard", *celeba, "data.target=Bald") == "celeba__standard__target-Bald__75cbd432__seed0"
+    negated = _name("standard", *celeba, "data.target=No_Beard", "data.negate_target=true")
     assert negated == "celeba__standard__target-not-No_Beard__3b940ccb__seed0"
 
 
 def test_positive_weights_rename_a_folder_only_when_set():
-    bald = ("data.name=celeba", "data.target=Bald")
+    bald = ("data.name=celeba", "data.batch_size=128", "data.target=Bald")
     assert _name("standard", *bald, "train.pos_weight=none") == "celeba__standard__target-Bald__75cbd432__seed0"
     assert _name("standard", *bald, "train.pos_weight=balanced") != _name("standard", *bald)
 

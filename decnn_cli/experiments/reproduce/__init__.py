@@ -31,7 +31,7 @@ from decnn_cli.experiments.reproduce.planning import (
     runs_for,
 )
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe, load_recipe
-from decnn_cli.experiments.reproduce.running import train_runs, unfinished, write_comparison
+from decnn_cli.experiments.reproduce.running import recorded, train_runs, unfinished, write_comparison
 from decnn_cli.experiments.reproduce.sharding import Shard
 
 if TYPE_CHECKING:
@@ -54,8 +54,9 @@ def reproduce(
 ) -> pd.DataFrame | list[PlannedRun] | None:
     """Train what is missing, evaluate what is missing, write results/<name>.csv and .md; or list the plan.
 
-    With ``partial``, nothing is trained: only the runs already finished are evaluated and tabled (while a
-    long grid is still running elsewhere, say), and the Markdown names the runs the tables lack.
+    With ``partial``, nothing is trained: only the runs already finished are evaluated, and they are tabled with
+    the runs whose rows the staging tables already hold (runs trained elsewhere, or whose folders were removed);
+    the Markdown names the runs the tables lack.
 
     With ``shard`` (the K-th of N), only the shard's runs are trained and evaluated, with any run they need that no
     process has trained yet; the shard that finds the whole grid trained and evaluated when it ends writes the tables,
@@ -73,10 +74,10 @@ def reproduce(
     from decnn_cli.engine import progress_bar
 
     console = console or Console(stderr=True)
-    missing = [r for r in runs if not r.done] if partial else []
+    staging = results_dir / "evaluations"
+    missing = [r for r in runs if not r.done and not recorded(recipe, r, staging)] if partial else []
     if partial:
         mine = [r for r in runs if r.done]
-    staging = results_dir / "evaluations"
     title = recipe.table.name if shard is None else f"{recipe.table.name} {shard}"
     with progress_bar(disable=not show_progress) as progress:
         if not partial:
@@ -88,7 +89,7 @@ def reproduce(
             progress.advance(evaluations)
     if shard is not None and unfinished(recipe, runs, staging):
         return None  # another shard is still at work: the last to finish writes the tables
-    return write_comparison(recipe, mine if partial else runs, results_dir, missing)
+    return write_comparison(recipe, [r for r in runs if r not in missing] if partial else runs, results_dir, missing)
 
 
 __all__ = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -29,11 +30,17 @@ HEADLINE_METRICS = {
 }
 
 
-def compare_with_paper(rows: list[dict[str, Any]], paper: list[PaperValue]) -> pd.DataFrame:
+def compare_with_paper(
+    rows: list[dict[str, Any]], paper: list[PaperValue], stand_ins: dict[str, str] | None = None
+) -> pd.DataFrame:
     """One row per paper value (and per measured cell of the same metrics): measured mean/std/n, paper, diff.
 
-    Without paper values, the measured cells of ``HEADLINE_METRICS`` are reported on their own.
+    Without paper values, the measured cells of ``HEADLINE_METRICS`` are reported on their own. ``stand_ins`` maps
+    a measured dataset to the paper's dataset it stands in for: that dataset's paper values are compared with the
+    measured one's, and ``paper_dataset`` names where they come from.
     """
+    paper_of = {theirs: ours for ours, theirs in (stand_ins or {}).items()}
+    paper = [replace(p, dataset=paper_of[p.dataset]) if p.dataset in paper_of else p for p in paper]
     measured = pd.DataFrame(rows)
     wanted = {(p.kind, p.metric) for p in paper} or HEADLINE_METRICS
     records: dict[tuple, dict[str, Any]] = {}
@@ -63,6 +70,7 @@ def compare_with_paper(rows: list[dict[str, Any]], paper: list[PaperValue]) -> p
                 "kind": kind,
                 "metric": metric,
                 "dataset": dataset,
+                "paper_dataset": (stand_ins or {}).get(dataset, dataset),
                 "model": model,
                 "outlier": outlier,
                 **got,
@@ -79,6 +87,7 @@ COMPARISON_COLUMNS = [
     "kind",
     "metric",
     "dataset",
+    "paper_dataset",
     "model",
     "outlier",
     "measured",
@@ -123,7 +132,9 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
             )
         rows = sorted({r for r, _ in cells}, key=lambda r: (r.split(" vs ")[-1] if " vs " in r else "", r))
         datasets = sorted({d for _, d in cells})
-        frame = pd.DataFrame([[cells.get((r, d), "-") for d in datasets] for r in rows], index=rows, columns=datasets)
+        stand_ins = recipe.table.stand_ins
+        columns = [f"{d} (paper: {stand_ins[d]})" if d in stand_ins else d for d in datasets]
+        frame = pd.DataFrame([[cells.get((r, d), "-") for d in datasets] for r in rows], index=rows, columns=columns)
         frame.index.name = "model"
         parts += [markdown_table(frame), ""]
     return "\n".join(parts)

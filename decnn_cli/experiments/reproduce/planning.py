@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from decnn_cli.config import DataConfig, ModelConfig, RunConfig
-from decnn_cli.data import get_dataset
+from decnn_cli.data import DatasetEntry, get_dataset
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
 from decnn_cli.methods import get_method
@@ -109,11 +110,22 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
         section_model = type(getattr(cfg, section))
         if key[section].get(name) == section_model.model_fields[name].default:
             key[section].pop(name)
+    if _min_steps_idle(cfg, dataset):
+        key["train"].pop("min_steps", None)
     if dataset.is_multilabel(cfg.data):
         key["task"] = {"multilabel_loss": MULTILABEL_LOSS}
     if not method.uses_decoder:
         key["model"] = {k: v for k, v in key["model"].items() if k not in DECODER_KEYS}
     return key
+
+
+def _min_steps_idle(cfg: RunConfig, dataset: DatasetEntry) -> bool:
+    """Whether ``train.min_steps`` leaves the run's epochs as they are, as far as the training-split size is known
+    without loading the data (``DatasetEntry.train_examples``): a floor that does not bind changes nothing."""
+    size = dataset.train_examples(cfg.data) if dataset.train_examples is not None else None
+    if size is None:
+        return False
+    return cfg.train.epochs * math.ceil(size / cfg.data.batch_size) >= cfg.train.min_steps
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -66,6 +66,11 @@ class TableHeader(_Strict):
     title: str
     size: Literal["paper", "cpu", "smoke"]
     paper: list[str] = Field(default_factory=list, description="Paper tables compared (keys of decnn_cli.paper).")
+    stand_ins: dict[str, str] = Field(
+        default_factory=dict,
+        description="Measured dataset -> the paper's dataset it stands in for ({fsdd = 'audiomnist'}): the paper's "
+        "numbers for that dataset sit beside the measured ones, in a column that names both.",
+    )
     notes: str = ""
 
 

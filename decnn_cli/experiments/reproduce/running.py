@@ -98,6 +98,12 @@ def unfinished(recipe: Recipe, runs: list[PlannedRun], staging: Path) -> list[Pl
     return [r for r in runs if r.folder in left]
 
 
+def recorded(recipe: Recipe, run: PlannedRun, staging: Path) -> bool:
+    """Whether every evaluation of the recipe that sees ``run`` holds rows of it in its staging table."""
+    evaluations = [ev for ev in recipe.evaluations if runs_for(ev, [run])]
+    return bool(evaluations) and all(staged_rows(ev, [run], staging) for ev in evaluations)
+
+
 def write_comparison(
     recipe: Recipe, runs: list[PlannedRun], results_dir: Path, missing: list[PlannedRun] | None = None
 ) -> pd.DataFrame:
@@ -109,7 +115,8 @@ def write_comparison(
 
     staging = results_dir / "evaluations"
     rows = [row for ev in recipe.evaluations for row in staged_rows(ev, runs_for(ev, runs), staging)]
-    comparison = compare_with_paper(rows, [value for table in recipe.table.paper for value in PAPER[table]])
+    paper = [value for table in recipe.table.paper for value in PAPER[table]]
+    comparison = compare_with_paper(rows, paper, recipe.table.stand_ins)
     write_text_atomic(results_dir / f"{recipe.table.name}.csv", comparison.to_csv(index=False))
     write_text_atomic(results_dir / f"{recipe.table.name}.md", comparison_markdown(recipe, comparison, missing))
     return comparison
