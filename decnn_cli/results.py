@@ -100,8 +100,8 @@ def run_label(cfg: RunConfig) -> str:
 
 
 def run_tags(cfg: RunConfig) -> list[str]:
-    """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target and
-    held-out attribute (where its dataset reads them) and the pretrained models it is composed with or protected
+    """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
+    attribute and split (where its dataset reads them) and the pretrained models it is composed with or protected
     by (the name of their run folder, without the dataset). Empty for a run that sets none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
@@ -112,6 +112,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
         tags.append(f"target-{'not-' if negated else ''}{data.target}")
     if "holdout_attr" in reads and data.holdout_attr is not None:
         tags.append(f"holdout-{data.holdout_attr}")
+    if "split" in reads and data.split != "official":
+        tags.append(f"split-{data.split}" + (f"-{data.stratified_on}" if data.stratified_on else ""))
     spec = METHODS.get(str(cfg.method.name))
     if spec is not None and spec.accepts_pretrained_terms:
         terms = PretrainedTerms.of(cfg.method)

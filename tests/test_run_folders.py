@@ -33,6 +33,9 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("data", "protected"): "Bald",
     ("data", "holdout_attr"): "Bald",
     ("data", "color_correlation"): 0.5,
+    ("data", "split"): "identity",
+    ("data", "test_fraction"): 0.3,
+    ("data", "stratify"): "Male",
     ("model", "arch"): "cnn",
     ("model", "depth"): 4,
     ("model", "width"): 64,
@@ -90,6 +93,9 @@ CHANGES_RESULT = {
     ("data", "protected"): False,  # group labels only, for the fairness evaluation
     ("data", "holdout_attr"): False,
     ("data", "color_correlation"): False,
+    ("data", "split"): False,  # CelebA's only
+    ("data", "test_fraction"): False,
+    ("data", "stratify"): False,
     ("model", "arch"): True,
     ("model", "depth"): True,
     ("model", "width"): True,
@@ -182,6 +188,22 @@ def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
     resnet = ["model.decoder=resnet"]
     assert _name("decnn", *resnet, "model.decoder_channels=16") != _name("decnn", *resnet)
     assert _name("standard", "model.arch=cnn", "model.cnn_channels=8") != _name("standard", "model.arch=cnn")
+
+
+def test_celebas_identity_split_and_the_attribute_it_stratifies_on_rename_its_folders():
+    bearded = ("data.name=celeba", "data.target=Bearded", "data.protected=Bald")
+    official = _name("redecnn", *bearded)
+    assert official == _name("redecnn", "data.name=celeba", "data.target=Bearded")  # groups only label the evaluation
+    assert official == _name("redecnn", *bearded, "data.test_fraction=0.3")  # read by the identity split only
+    identity = _name("redecnn", *bearded, "data.split=identity")
+    assert identity != official and "__target-Bearded__split-identity-Bald__" in identity
+    # The split is stratified on the protected attribute unless `stratify` names another.
+    assert _name("redecnn", *bearded, "data.split=identity", "data.protected=Male") != identity
+    stratified = ("data.split=identity", "data.stratify=Bald")
+    assert _name("redecnn", *bearded, *stratified) == _name("redecnn", *bearded, *stratified, "data.protected=Male")
+    assert _name("redecnn", *bearded, "data.split=identity", "data.test_fraction=0.3") != identity
+    # The official partition is the default: naming it changes nothing.
+    assert _name("redecnn", *bearded, "data.split=official") == official
 
 
 def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():
