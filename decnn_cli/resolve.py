@@ -53,4 +53,9 @@ def build_config(
             f"invalid configuration at model.arch: arch {cfg.model.arch!r} has no hidden layers to decode; "
             f"use it with method {' or '.join(map(repr, usable))}"
         )
+    if cfg.model.arch in ARCHS_WITHOUT_HIDDEN_LAYERS and spec.adversary_of(cfg).active:
+        raise ConfigError(
+            f"invalid configuration at method.protect_adversary_weight: arch {cfg.model.arch!r} has no hidden layer "
+            "for the adversary to read; use model.arch mlp or cnn"
+        )
     return cfg

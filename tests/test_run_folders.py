@@ -75,6 +75,9 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_with"): "/pretrained/p/model.pt",
     ("method", "protect_weight"): 2.0,
     ("method", "protect_trains_decoder"): False,
+    ("method", "protect_adversary_weight"): 1.0,
+    ("method", "protect_adversary_hidden"): 8,
+    ("method", "protect_adversary_given_label"): False,
 }
 
 # Whether changing a key of the data, model, train and eval sections (on the bundled digits, an MLP, the MLP
@@ -155,8 +158,11 @@ def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
         if setting is not None:
             # A method reads its own settings, and the pretrained-model terms once it is given a model (the
             # weight or target of a term without its model is read by nobody).
-            expected = setting in spec.settings.model_fields or (
-                spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with")
+            # The adversary's weight turns it on (its other settings are read once it is on).
+            expected = (
+                setting in spec.settings.model_fields
+                or (spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with"))
+                or (spec.accepts_adversary and setting == "protect_adversary_weight")
             )
         else:
             verdict = CHANGES_RESULT[key]

@@ -108,9 +108,7 @@ DATASETS: dict[str, DatasetEntry] = {
         _loader("celeba"),
         True,
         batch_size=32,
-        reads=frozenset(
-            {"target", "negate_target", "holdout_attr", "protected", "split", "test_fraction", "stratify"}
-        ),
+        reads=frozenset({"target", "negate_target", "holdout_attr", "protected", "split", "test_fraction", "stratify"}),
         multilabel=True,
     ),
     "audiomnist": DatasetEntry(

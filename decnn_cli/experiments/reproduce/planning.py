@@ -134,9 +134,11 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _protected_shapes_training(cfg: RunConfig) -> bool:
-    """Whether ``data.protected`` changes what a run learns: the identity split is stratified on it. Otherwise it
-    only labels groups for the evaluation."""
-    return cfg.data.split == "identity" and cfg.data.stratify is None
+    """Whether ``data.protected`` changes what a run learns: the identity split is stratified on it, or the
+    adversary learns to predict it (``AdversaryTerms``). Otherwise it only labels groups for the evaluation."""
+    if cfg.data.split == "identity" and cfg.data.stratify is None:
+        return True
+    return get_method(str(cfg.method.name)).adversary_of(cfg).active
 
 
 def _min_steps_idle(cfg: RunConfig, dataset: DatasetEntry) -> bool:
