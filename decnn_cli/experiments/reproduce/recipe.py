@@ -50,6 +50,7 @@ class Evaluation(_Strict):
     attack: str = "fgsm"
     eps: float = 0.1
     protected: str | None = None
+    split: Literal["test", "val"] = Field("test", description="fairness: the split evaluated.")
     samples: int | None = None
     limit: int | None = None
 
