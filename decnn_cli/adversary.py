@@ -24,10 +24,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from decnn_cli.composition import uniformity_term
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.data.splitting import groups_of
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods import AdversaryTerms, LossContext
+from decnn_cli.methods.base import weights_held
 from decnn_cli.models import classifiers_of
 
 
@@ -66,6 +68,7 @@ class GroupAdversary(nn.Module):
     ):
         super().__init__()
         self.weight = settings.protect_adversary_weight
+        self.objective = settings.protect_adversary_objective
         self.given_label = settings.protect_adversary_given_label
         self.multilabel = spec.task == "multilabel"
         self.num_labels = spec.num_outputs
@@ -96,11 +99,21 @@ class GroupAdversary(nn.Module):
     def term(
         self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
     ) -> dict[str, torch.Tensor]:
-        """The hidden term of the training loss (``LossContext.hidden_terms``): CE_adv, through the reversal.
+        """The hidden term of the training loss (``LossContext.hidden_terms``).
 
-        Its gradient trains the head to lower CE_adv and reaches f as -weight times dCE_adv/dh_L.
+        'reverse': CE_adv through the reversal; its gradient trains the head to lower CE_adv and reaches f as
+        -weight times dCE_adv/dh_L. 'confusion': CE_adv on h_L detached (trains the head only) plus weight times
+        KL(uniform || adversary(h_L)) with the head's weights held (trains f only).
         """
-        return {"adversary": self.loss(reverse_gradient(last_features(hidden), self.weight), y, groups, member)}
+        features = last_features(hidden)
+        if self.objective == "reverse":
+            return {"adversary": self.loss(reverse_gradient(features, self.weight), y, groups, member)}
+        with weights_held(self):
+            confusion = uniformity_term(self.logits(features, y, member).float())
+        return {
+            "adversary": self.loss(features.detach(), y, groups, member),
+            "adversary_confusion": self.weight * confusion,
+        }
 
 
 def group_weights(groups: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:

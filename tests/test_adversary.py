@@ -68,6 +68,33 @@ def test_the_adversarys_gradient_reaches_f_with_reversed_sign(given_label: bool)
         assert torch.equal(through_p, own_p)
 
 
+def test_the_confusion_objective_trains_the_head_on_its_loss_and_f_towards_a_uniform_adversary():
+    method, model, ctx, adversary, x, y, groups = _setup("redecnn", ON, "method.protect_adversary_objective=confusion")
+    _, hidden = model(x)
+    h_last = hidden[-1]
+    terms = adversary.term(hidden, y, groups)
+    head = list(adversary.parameters())
+    own = adversary.loss(h_last, y, groups)
+    # The head learns from its own cross-entropy only, and that cross-entropy sends f nothing.
+    for through_p, own_p in zip(
+        torch.autograd.grad(sum(terms.values()), head, retain_graph=True),
+        torch.autograd.grad(own, head, retain_graph=True),
+        strict=True,
+    ):
+        assert torch.allclose(through_p, own_p)
+    (from_ce,) = torch.autograd.grad(terms["adversary"], [h_last], retain_graph=True, allow_unused=True)
+    assert from_ce is None
+    # f learns from the confusion term: weight times KL(uniform || adversary), whose gradient lowers it.
+    probs = torch.softmax(adversary.logits(h_last, y), -1)
+    expected = 2.5 * -(probs.log().mean(-1) + torch.log(torch.tensor(2.0))).mean()
+    assert torch.allclose(terms["adversary_confusion"], expected)
+    (grad_h,) = torch.autograd.grad(terms["adversary_confusion"], [h_last], retain_graph=True)
+    assert grad_h.abs().sum() > 0
+    with torch.no_grad():
+        stepped = adversary.term([*hidden[:-1], h_last - 1e-2 * grad_h], y, groups)["adversary_confusion"]
+    assert stepped < terms["adversary_confusion"]
+
+
 @pytest.mark.parametrize("name", [n for n, s in METHODS.items() if s.accepts_adversary])
 def test_every_accepting_method_adds_the_adversary_on_each_classifier(name: str):
     method, model, ctx, adversary, x, y, groups = _setup(name, ON)
@@ -107,6 +134,8 @@ def test_adversary_settings_rename_a_folder_only_once_it_is_on():
     assert on != base and "__adversary-1__" in on
     assert name("method.protect_adversary_weight=1", "method.protect_adversary_hidden=8") != on
     assert name("method.protect_adversary_weight=1", "method.protect_adversary_given_label=false") != on
+    assert name("method.protect_adversary_weight=1", "method.protect_adversary_objective=confusion") != on
+    assert name("method.protect_adversary_objective=confusion") == base
     # On CelebA the adversary learns the protected attribute: it then keys the folder.
     celeba = ("data.name=celeba", "data.target=Bearded", "method.protect_adversary_weight=1")
     assert name(*celeba, "data.protected=Bald") != name(*celeba, "data.protected=Male")

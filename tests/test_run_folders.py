@@ -78,6 +78,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_adversary_weight"): 1.0,
     ("method", "protect_adversary_hidden"): 8,
     ("method", "protect_adversary_given_label"): False,
+    ("method", "protect_adversary_objective"): "confusion",
 }
 
 # Whether changing a key of the data, model, train and eval sections (on the bundled digits, an MLP, the MLP

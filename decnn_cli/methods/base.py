@@ -138,9 +138,22 @@ class AdversaryTerms(MethodSettings):
         "also hide the label wherever the attribute is correlated with it in training, as the colour is (0.95) in "
         "the coloured datasets and Male with Bearded in CelebA.",
     )
+    protect_adversary_objective: Literal["reverse", "confusion"] = Field(
+        "reverse",
+        description="What f is asked of the adversary: 'reverse' (gradient reversal: f raises the adversary's "
+        "cross-entropy, Ganin & Lempitsky) or 'confusion' (f makes the adversary's prediction uniform, KL(uniform "
+        "|| adversary), the adversary's weights held for f's term; Alvi et al. 2018). Reversal rewards f for making "
+        "the adversary confidently wrong, which a flipped code in h_L achieves while the attribute stays readable; "
+        "confusion is lowest when the adversary can only guess.",
+    )
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset(
-        {"protect_adversary_weight", "protect_adversary_hidden", "protect_adversary_given_label"}
+        {
+            "protect_adversary_weight",
+            "protect_adversary_hidden",
+            "protect_adversary_given_label",
+            "protect_adversary_objective",
+        }
     )
 
     @property
@@ -149,7 +162,9 @@ class AdversaryTerms(MethodSettings):
         return self.protect_adversary_weight > 0
 
     def unread(self) -> set[str]:
-        return set() if self.active else {"protect_adversary_hidden", "protect_adversary_given_label"}
+        if self.active:
+            return set()
+        return {"protect_adversary_hidden", "protect_adversary_given_label", "protect_adversary_objective"}
 
 
 @dataclass
