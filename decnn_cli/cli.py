@@ -19,6 +19,7 @@ from rich.table import Table
 
 from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
 from decnn_cli.data import DATASETS
+from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import METHODS
 
@@ -243,6 +244,18 @@ def eval_ood(
             "celeba-holdout:<Attribute>, attack:<name>[@eps] (e.g. attack:fgsm@0.25).",
         ),
     ],
+    detector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--detector",
+            "-D",
+            help=f"Post-hoc detector beside the sampled scores (repeatable): {', '.join(DETECTORS)} or all "
+            "(pytorch-ood's, and the decoder's reconstruction error).",
+        ),
+    ] = None,
+    fit_examples: Annotated[
+        int, typer.Option("--fit-examples", min=1, help="Training examples the fitted detectors see at most.")
+    ] = FIT_EXAMPLES,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "ood",
     samples: SamplesOpt = None,
     limit: LimitOpt = None,
@@ -255,13 +268,24 @@ def eval_ood(
 
     def action() -> None:
         from decnn_cli.data.sources import check_outliers
+        from decnn_cli.detectors import parse_detectors
 
         check_outliers(outlier)  # names and folders before any model or dataset is loaded
+        detectors = parse_detectors(detector or ())
         from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
         shared = _shared(results, table, data_root, device, quiet)
-        rows = evaluate_ood(runs, OODOptions(**shared, outliers=tuple(outlier), samples=samples, limit=limit))
+        options = OODOptions(
+            **shared,
+            outliers=tuple(outlier),
+            samples=samples,
+            limit=limit,
+            detectors=detectors,
+            fit_examples=fit_examples,
+        )
+        rows = evaluate_ood(runs, options)
         columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        columns += [f"auroc_{name}" for name in detectors if any(f"auroc_{name}" in row for row in rows)]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 

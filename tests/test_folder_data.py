@@ -116,9 +116,11 @@ def test_a_bad_outlier_fails_before_any_run_is_loaded(runner, tmp_path: Path):
     # The run folder does not exist: the outlier name is judged first, and nothing heavy is imported to judge it.
     result = runner.invoke(app, ["eval-ood", str(tmp_path / "no-run"), "-o", "svhn", "-q"])
     assert result.exit_code == 1 and "unknown outlier set 'svhn'" in result.output and "folder:PATH" in result.output
+    result = runner.invoke(app, ["eval-ood", str(tmp_path / "no-run"), "-o", "fashion", "-D", "odin", "-q"])
+    assert result.exit_code == 1 and "unknown detector 'odin'" in result.output
     code = (
-        "import sys; from decnn_cli.data.sources import check_outliers; "
-        "check_outliers(['fashion', 'corrupt:all', 'attack:fgsm@0.2']); "
+        "import sys; from decnn_cli.data.sources import check_outliers; from decnn_cli.detectors import "
+        "parse_detectors; check_outliers(['fashion', 'corrupt:all', 'attack:fgsm@0.2']); parse_detectors(['all']); "
         "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'pandas', 'sklearn') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,7 @@ HEAVY = ("torch", "torchvision", "torchaudio", "torchattacks", "pandas", "sklear
         "decnn_cli.methods",
         "decnn_cli.data",
         "decnn_cli.data.sources",
+        "decnn_cli.detectors",
         "decnn_cli.config",
         "decnn_cli.resolve",
     ],

@@ -1,7 +1,9 @@
 """``decnn eval-ood``: ROC-AUC, AUPR and FPR at 95% TPR of telling outliers from inliers by uncertainty (Tables 2, 3).
 
 Inliers (the run's test split) are the negative class, outliers the positive class; every score is oriented
-so that higher = more uncertain, so a useful score has ROC-AUC above 0.5.
+so that higher = more uncertain, so a useful score has ROC-AUC above 0.5. Besides the sampled scores
+(``uncertainty.SCORES``), post-hoc detectors (``decnn_cli.detectors``: MSP, Energy, MaxLogit, Mahalanobis, ViM,
+KNN from pytorch-ood, and the decoder's reconstruction error) add their own columns when asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch.utils.data import Dataset, Subset
 from decnn_cli import metrics, plots
 from decnn_cli.data.outliers import OutlierSet, build_outliers, unlabelled
 from decnn_cli.data.sources import ATTACK, check_outliers, dataset_label, parse_attack_spec
-from decnn_cli.data.splitting import make_loader
+from decnn_cli.data.splitting import cap, make_loader
+from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES, Detectors, parse_detectors, point_outputs
 from decnn_cli.engine import progress_or_new, seed_everything
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import (
@@ -41,6 +44,11 @@ SECTIONS = [
     ("aupr_vote_entropy", "OOD AUPR (outliers positive), vote entropy", 3),
     ("fpr95_vote_entropy", "FPR at 95% TPR, vote entropy (lower is better)", 3),
 ]
+
+
+def detector_sections(detectors: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """The Markdown sections of the detectors' ROC-AUCs."""
+    return [(f"auroc_{name}", f"OOD ROC-AUC, {name}: {DETECTORS[name].summary}", 3) for name in detectors]
 
 
 def separation_row(inlier_scores: dict[str, np.ndarray], outlier_scores: dict[str, np.ndarray]) -> dict[str, float]:
@@ -82,12 +90,40 @@ def _first(dataset, limit: int | None):
 @dataclass(frozen=True)
 class OODOptions(EvalOptions):
     """``outliers``: outlier sets (``decnn_cli.data.sources``); ``samples``: N sampled predictions per input
-    (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples)."""
+    (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples);
+    ``detectors``: post-hoc detectors (``decnn_cli.detectors``, or ``all``), fitted on at most ``fit_examples``
+    examples of each run's training split."""
 
     table: str = "ood"
     outliers: tuple[str, ...] = ()
     samples: int | None = None
     limit: int | None = None
+    detectors: tuple[str, ...] = ()
+    fit_examples: int = FIT_EXAMPLES
+
+
+class RunDetectors:
+    """The detectors of one run, fitted on (at most ``fit_examples`` of) its training split."""
+
+    def __init__(self, run: Run, train: Dataset, names: tuple[str, ...], fit_examples: int, progress) -> None:
+        self.run, self.progress = run, progress
+        fit = cap(train, fit_examples, run.cfg.data.split_seed)
+        self.detectors = Detectors(names, self.outputs(fit, "fit detectors"), run.spec.task == "multilabel")
+        for name, reason in self.detectors.skipped.items():
+            warn(f"{run.path.name}: no {name} ({reason})")
+        for note in self.detectors.notes:
+            warn(f"{run.path.name}: {note}")
+
+    def outputs(self, dataset: Dataset, description: str):
+        run = self.run
+        return point_outputs(
+            run.model, run.method, dataset, run.device, run.cfg.eval.batch_size, self.progress, description
+        )
+
+    def scores(self, dataset: Dataset, description: str) -> dict[str, np.ndarray]:
+        if not self.detectors.names:
+            return {}
+        return self.detectors.scores(self.outputs(dataset, description))
 
 
 def adversarial_set(outlier: str, run: Run, inliers: Dataset) -> OutlierSet:
@@ -118,11 +154,12 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
     """Score every run's inliers and each outlier set; merge rows into ``results/<table>.{csv,md}``.
 
     Each run folder receives ``ood_<outlier>.npz`` (per-example scores of inliers and outliers) and
-    ``roc_<outlier>.png``. The outlier sets are checked before any run or data is loaded.
+    ``roc_<outlier>.png``. The outlier sets and detectors are checked before any run or data is loaded.
     """
     o = options
     results_dir, table, outliers, limit, data_root = o.results_dir, o.table, list(o.outliers), o.limit, o.data_root
     check_outliers(outliers)
+    detectors = parse_detectors(o.detectors)
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
@@ -134,6 +171,9 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
             inlier_pred = predict_split(run, inliers, n, progress, f"{path.name[:32]} inliers")
             inlier_scores = uncertainty_scores(inlier_pred)
             constant = warn_constant_outputs(run, inlier_pred)
+            scorer = RunDetectors(run, splits.train, detectors, o.fit_examples, progress) if detectors else None
+            if scorer is not None:
+                inlier_scores |= scorer.scores(inliers, "detectors: inliers")
             run_rows = []
             for outlier in outliers:
                 data_cfg = run.cfg.data if data_root is None else run.cfg.data.model_copy(update={"root": data_root})
@@ -145,8 +185,12 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                     neg = inlier_scores
                     if oset.inliers is not None:
                         neg = uncertainty_scores(predict_split(run, oset.inliers, n, progress, "held-in"))
+                        if scorer is not None:
+                            neg |= scorer.scores(oset.inliers, "detectors: held-in")
                     pos_pred = predict_split(run, oset.outliers, n, progress, oset.name[:40])
                     pos = uncertainty_scores(pos_pred)
+                    if scorer is not None:
+                        pos |= scorer.scores(oset.outliers, f"detectors: {oset.name[:30]}")
                     row = {
                         **run.identity(),
                         "outlier": oset.name,
@@ -180,7 +224,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
         table,
         rows,
         key=["run", "outlier"],
-        sections=SECTIONS,
+        sections=SECTIONS + detector_sections(detectors),
         columns=["dataset", "model"],
         index="outlier",
         preamble="Written by `decnn eval-ood`. Inliers (the run's test split) are negatives, outliers positives; "
@@ -209,8 +253,8 @@ def _slug(name: str) -> str:
 
 
 def save_run_scores(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
-    """``ood_<name>.npz`` (every score of every inlier and outlier) and ``roc_<name>.png`` (a ROC curve per score)
-    in the run folder."""
+    """``ood_<name>.npz`` (every score of every inlier and outlier) and ``roc_<name>.png`` (a ROC curve per score;
+    the reconstruction error's per-layer scores are in the npz only) in the run folder."""
     slug = _slug(name)
     save_npz_atomic(
         run.path / f"ood_{slug}.npz",
@@ -219,6 +263,8 @@ def save_run_scores(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[s
     )
     curves = {}
     for score in neg:
+        if re.fullmatch(r"recon_error_l\d+", score):
+            continue
         fpr, tpr = roc_points(neg[score], pos[score])
         curves[score] = (fpr, tpr, metrics.auroc(neg[score], pos[score]))
     plots.save_roc_curves(curves, f"{run.cfg.method.name}: {run.cfg.data.name} vs {name}", run.path / f"roc_{slug}.png")
