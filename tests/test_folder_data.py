@@ -262,6 +262,9 @@ def test_outlier_folders_give_every_image_at_any_depth_converted_and_described(t
     assert "resized 20x32 -> 28x28" in oset.conversion
     [first] = build_outliers(f"folder:{root}", SPEC, build_config().data, None, 2)
     assert len(first.outliers) == 2
+    own = build_config(overrides=[f"data.name='folder:{root}/'"]).data
+    with pytest.raises(DecnnError, match="is the run's own dataset"):
+        build_outliers(f"folder:{root}", SPEC, own, None, None)
 
 
 def test_outlier_idx_folders_read_raw_and_gz_images(tmp_path: Path):

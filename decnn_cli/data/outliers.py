@@ -115,6 +115,9 @@ def build_outliers(
     if outlier.startswith(FOLDER):
         from decnn_cli.data.folder import outlier_images
 
+        if canonical_dataset(outlier) == run_data.name:
+            raise DecnnError(f"outlier set {outlier!r} is the run's own dataset; pick another one")
+
         x, how = outlier_images(outlier, spec.in_shape, limit)
         return [OutlierSet(outlier_rows(outlier)[0], unlabelled(x), how)]
     if outlier == "patches":
