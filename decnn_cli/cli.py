@@ -14,10 +14,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
 from decnn_cli.data import DATASETS
+from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import METHODS
 
@@ -41,7 +43,6 @@ class Launcher(StrEnum):
 
 
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
-DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ def _guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except DecnnError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] nothing unfinished was kept")
@@ -95,14 +96,24 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default),
 def train(
     recipe: RecipeOpt = None,
     method: Annotated[MethodName | None, typer.Option("--method", "-m", help="Method to train.")] = None,
-    dataset: Annotated[DatasetName | None, typer.Option("--dataset", "-d", help="Dataset to train on.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Dataset to train on: a name of `decnn datasets`, folder:PATH (an image-folder tree, one subfolder "
+            "per class, or MNIST-style IDX files) or torchvision:NAME (e.g. torchvision:KMNIST, from the data root).",
+        ),
+    ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Classifier: mlp, cnn, linear or resnet18.")] = None,
     decoder: Annotated[str | None, typer.Option("--decoder", help="Shared decoder: mlp or resnet.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of init, shuffling and paths.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     subset: Annotated[int | None, typer.Option("--subset", help="Cap every split at N examples (smoke runs).")] = None,
     data_root: DataRootOpt = None,
-    download: Annotated[bool, typer.Option("--download", help="Download missing MNIST/Fashion files.")] = False,
+    download: Annotated[
+        bool, typer.Option("--download", help="Download missing MNIST, Fashion-MNIST or torchvision: files.")
+    ] = False,
     device: DeviceOpt = None,
     target: Annotated[
         str | None, typer.Option("--target", help="What to predict: a CelebA attribute, or digit/binary/color.")
@@ -134,7 +145,7 @@ def train(
             _recipe_sections(recipe),
             {
                 "method.name": method.value if method else None,
-                "data.name": dataset.value if dataset else None,
+                "data.name": dataset,
                 "model.arch": arch,
                 "model.decoder": decoder,
                 "train.seed": seed,
@@ -228,10 +239,23 @@ def eval_ood(
         typer.Option(
             "--outlier",
             "-o",
-            help="mnist, fashion, celeba, digits, patches, corrupt:<name>[@severity], corrupt:all, "
-            "celeba-holdout:<Attribute> (repeatable).",
+            help="Outlier set (repeatable): a dataset (mnist, fashion, celeba, digits, ..., torchvision:NAME), "
+            "folder:PATH (every image under PATH, or its IDX files), patches, corrupt:<name>[@severity], corrupt:all, "
+            "celeba-holdout:<Attribute>, attack:<name>[@eps] (e.g. attack:fgsm@0.25).",
         ),
     ],
+    detector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--detector",
+            "-D",
+            help=f"Post-hoc detector beside the sampled scores (repeatable): {', '.join(DETECTORS)} or all "
+            "(pytorch-ood's, and the decoder's reconstruction error).",
+        ),
+    ] = None,
+    fit_examples: Annotated[
+        int, typer.Option("--fit-examples", min=1, help="Training examples the fitted detectors see at most.")
+    ] = FIT_EXAMPLES,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "ood",
     samples: SamplesOpt = None,
     limit: LimitOpt = None,
@@ -243,11 +267,25 @@ def eval_ood(
     """ROC-AUC / AUPR / FPR@95%TPR of detecting outliers by uncertainty (Tables 2, 3); outliers are positive."""
 
     def action() -> None:
+        from decnn_cli.data.sources import check_outliers
+        from decnn_cli.detectors import parse_detectors
+
+        check_outliers(outlier)  # names and folders before any model or dataset is loaded
+        detectors = parse_detectors(detector or ())
         from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
         shared = _shared(results, table, data_root, device, quiet)
-        rows = evaluate_ood(runs, OODOptions(**shared, outliers=tuple(outlier), samples=samples, limit=limit))
+        options = OODOptions(
+            **shared,
+            outliers=tuple(outlier),
+            samples=samples,
+            limit=limit,
+            detectors=detectors,
+            fit_examples=fit_examples,
+        )
+        rows = evaluate_ood(runs, options)
         columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        columns += [f"auroc_{name}" for name in detectors if any(f"auroc_{name}" in row for row in rows)]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
@@ -532,10 +570,18 @@ def list_methods() -> None:
 
 @app.command("datasets")
 def list_datasets() -> None:
-    """List the registered datasets."""
+    """List the registered datasets, the prefixed forms and the torchvision datasets they take."""
+    from decnn_cli.data import PREFIXED
+    from decnn_cli.data.sources import TORCHVISION_SETS
+
     table = Table("dataset", "what it is", "needs --data-root", title="datasets")
     for name, entry in DATASETS.items():
         table.add_row(name, entry.summary, "yes" if entry.needs_root else "no (bundled)")
+    for prefix, entry in PREFIXED.items():
+        form = f"{prefix}PATH" if prefix == "folder:" else f"{prefix}NAME"
+        table.add_row(form, entry.summary, "yes" if entry.needs_root else "no (the path)")
+    for name, tv in TORCHVISION_SETS.items():
+        table.add_row(f"  torchvision:{name}", tv.summary, "yes")
     out.print(table)
 
 

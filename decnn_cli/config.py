@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from decnn_cli.errors import ConfigError
 
@@ -57,6 +57,29 @@ class DataConfig(_Section):
     color_correlation: float = Field(
         0.9, ge=0.0, le=1.0, description="Coloured datasets: P(colour == label-linked colour) in train/val."
     )
+    image_size: tuple[int, int] | None = Field(
+        None,
+        description="folder: and torchvision: datasets: every image resized to [height, width] (one number: a "
+        "square; bilinear, antialiased). Unset: the size of the first training image.",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None,
+        description="folder: and torchvision: datasets: 1 (colour images to grayscale, ITU-R 601 luma) or 3 (a "
+        "grayscale channel copied to RGB). Unset: the first training image's (1 if it is grayscale, else 3).",
+    )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        """One number is a square: 32 -> (32, 32)."""
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"image_size must be positive, got {list(value)}")
+        return value
 
 
 # Classifiers without hidden layers (the pretrained models m of Sec. 4.2): only methods that need no hidden layer

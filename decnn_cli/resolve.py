@@ -18,7 +18,8 @@ from decnn_cli.config import (
     merge_sources,
     validate_config,
 )
-from decnn_cli.data import DATASETS
+from decnn_cli.data import get_dataset
+from decnn_cli.data.sources import check_dataset, dataset_forms
 from decnn_cli.errors import ConfigError
 from decnn_cli.methods import METHODS, resolve_method_section
 
@@ -36,13 +37,15 @@ def build_config(
     merged = merge_sources(recipe, options, overrides)
     data = merged.get("data")
     name = data.get("name", DataConfig().name) if isinstance(data, dict) else DataConfig().name
-    entry = DATASETS.get(name) if isinstance(name, str) else None
-    if entry is None:
-        raise ConfigError(
-            f"invalid configuration at data.name: unknown dataset {name!r}; choose from {sorted(DATASETS)}"
-        )
+    if not isinstance(name, str):
+        raise ConfigError(f"invalid configuration at data.name: {name!r} is not a name; choose from {dataset_forms()}")
+    # A registered name, or folder:PATH / torchvision:NAME in the spelling runs record (checked before any loading).
+    name = check_dataset(name)
+    entry = get_dataset(name)
     # The dataset's defaults for what the user left unset (saved resolved in config.toml).
     merged = deep_merge({"data": {"batch_size": entry.batch_size}, "train": {"epochs": entry.epochs}}, merged)
+    if isinstance(merged["data"], dict):
+        merged["data"] = {**merged["data"], "name": name}
     cfg = validate_config(merged)
     method = MethodConfig.model_validate(resolve_method_section(cfg.method.model_dump(exclude_unset=True)))
     cfg = cfg.model_copy(update={"method": method})

@@ -23,6 +23,7 @@ import pandas as pd
 
 from decnn_cli.config import RunConfig
 from decnn_cli.data import DATASETS
+from decnn_cli.data.sources import dataset_label
 from decnn_cli.methods import METHODS, PretrainedTerms
 
 FINISHED_MARKER = "metrics.json"
@@ -95,8 +96,9 @@ def run_name(cfg: RunConfig, when: datetime | None = None) -> str:
 
 
 def run_label(cfg: RunConfig) -> str:
-    """``<dataset>__<method>``, then the run's tags, each after ``__``."""
-    return "__".join([cfg.data.name, str(cfg.method.name), *run_tags(cfg)])
+    """``<dataset>__<method>``, then the run's tags, each after ``__``; the dataset as ``sources.dataset_label``
+    names it (a ``folder:`` dataset by its last path component)."""
+    return "__".join([dataset_label(cfg.data.name), str(cfg.method.name), *run_tags(cfg)])
 
 
 def run_tags(cfg: RunConfig) -> list[str]:
@@ -117,9 +119,9 @@ def run_tags(cfg: RunConfig) -> list[str]:
         terms = PretrainedTerms.of(cfg.method)
         if terms.compose_with is not None:
             kind = "compose" if terms.compose_target == "reconstruction" else "compose-direct"
-            tags.append(f"{kind}-{_model_name(terms.compose_with, data.name)}")
+            tags.append(f"{kind}-{_model_name(terms.compose_with, dataset_label(data.name))}")
         if terms.protect_with is not None:
-            tags.append(f"protect-{_model_name(terms.protect_with, data.name)}")
+            tags.append(f"protect-{_model_name(terms.protect_with, dataset_label(data.name))}")
     return [re.sub(r"[^A-Za-z0-9._-]+", "-", tag) for tag in tags]
 
 

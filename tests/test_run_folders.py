@@ -33,6 +33,8 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("data", "protected"): "Bald",
     ("data", "holdout_attr"): "Bald",
     ("data", "color_correlation"): 0.5,
+    ("data", "image_size"): [32, 32],
+    ("data", "channels"): 3,
     ("model", "arch"): "cnn",
     ("model", "depth"): 4,
     ("model", "width"): 64,
@@ -90,6 +92,8 @@ CHANGES_RESULT = {
     ("data", "protected"): False,  # group labels only, for the fairness evaluation
     ("data", "holdout_attr"): False,
     ("data", "color_correlation"): False,
+    ("data", "image_size"): False,  # read by folder: and torchvision: datasets only
+    ("data", "channels"): False,
     ("model", "arch"): True,
     ("model", "depth"): True,
     ("model", "width"): True,
@@ -182,6 +186,29 @@ def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
     resnet = ["model.decoder=resnet"]
     assert _name("decnn", *resnet, "model.decoder_channels=16") != _name("decnn", *resnet)
     assert _name("standard", "model.arch=cnn", "model.cnn_channels=8") != _name("standard", "model.arch=cnn")
+
+
+def test_folder_datasets_are_named_safely_and_keyed_on_their_path_and_image_shape(tmp_path: Path):
+    tree = tmp_path / "my images" / "set:a"
+    (tree / "cat").mkdir(parents=True)
+    (tree / "cat" / "1.png").write_bytes(b"")  # found by name; not read when naming runs
+    name = f"data.name='folder:{tree}'"
+    base = _name("standard", name)
+    assert base.startswith("folder-set-a__standard__") and "/" not in base
+    assert _name("standard", name, "data.image_size=32") != base
+    assert _name("standard", name, "data.image_size=32") == _name("standard", name, "data.image_size=[32, 32]")
+    assert _name("standard", name, "data.channels=3") != base
+    other = tmp_path / "elsewhere" / "set:a"
+    (other / "cat").mkdir(parents=True)
+    (other / "cat" / "1.png").write_bytes(b"")
+    assert _name("standard", f"data.name='folder:{other}'") != base  # the same folder name, other data
+    # The same folder written differently is the same dataset.
+    assert _name("standard", f"data.name='folder:{tree}/./'") == base
+    torchvision = _name("standard", "data.name='torchvision:kmnist'")
+    assert torchvision.startswith("torchvision-KMNIST__standard__")
+    assert torchvision == _name("standard", "data.name='torchvision:KMNIST'")
+    run = run_name(build_config(overrides=[name, "method.name=standard"]))
+    assert run.startswith("folder-set-a__standard__seed0__")
 
 
 def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():

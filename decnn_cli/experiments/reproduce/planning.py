@@ -67,7 +67,7 @@ KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps")}
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
-DATASET_OPTIONS = ("target", "negate_target", "holdout_attr", "color_correlation")
+DATASET_OPTIONS = ("target", "negate_target", "holdout_attr", "color_correlation", "image_size", "channels")
 MODEL_OPTIONS = {
     "cnn_channels": ("arch", {"cnn"}),
     "decoder_width": ("decoder", {"mlp"}),
