@@ -116,6 +116,10 @@ class SharedDecoder(nn.Module):
             else ResNetDecoder(code_dim, out_shape, channels)
         )
 
+    def code(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """g's input for rows of layer ``index`` (0-based): h (B, ...) -> (B, code_dim)."""
+        return h if self.adapters is None else self.adapters[index](h)
+
     def _codes(self, hidden: list[torch.Tensor]) -> torch.Tensor:
         if self.adapters is None:
             return torch.stack(hidden)  # (L, B, width)
