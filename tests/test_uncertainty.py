@@ -153,3 +153,44 @@ def test_sample_paths_gives_the_straightforward_samplers_logits_for_the_same_dra
     if bound is not None:
         rows = chunks.rows_per_call(model, lambda row: model.decoder.decode_all(model(row)[1]), x)
         assert rows < 13 * 7 and largest <= rows, "no call takes more rows than the bound allows"
+
+
+def straightforward_samples(name: str, model, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The other samplers written plainly: one batched call over N copies of the batch (or each member)."""
+    if name == "mc-dropout":
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        for m in dropouts:
+            m.train()
+        logits, _ = model(x.unsqueeze(0).expand(n, *x.shape).reshape(n * x.shape[0], *x.shape[1:]))
+        for m in dropouts:
+            m.eval()
+        return logits.view(n, x.shape[0], -1)
+    if name == "bayesnn":
+        return model(x.unsqueeze(0).expand(n, *x.shape))[0]
+    if name == "ensemble":
+        return torch.stack([member(x)[0] for member in model.members])
+    return model(x)[0].unsqueeze(0)
+
+
+@pytest.mark.parametrize("name", ["standard", "decnn", "dropout", "mc-dropout", "bayesnn", "ensemble"])
+def test_every_sampler_gives_the_straightforward_logits_for_the_same_draws(name: str, monkeypatch):
+    settings, method, model = _model(name)
+    x = torch.rand(9, 1, 8, 8)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        expected = straightforward_samples(name, model, x, 6)
+        torch.manual_seed(4)
+        samples = method.sample(model, x, 6, settings)  # one chunk: the draws are made in the same order
+    torch.testing.assert_close(samples, expected, rtol=1e-5, atol=1e-6)
+    assert not any(m.training for m in model.modules())
+
+    from decnn_cli.methods import chunks
+
+    monkeypatch.setattr(chunks, "CPU_TENSOR_BYTES", 600)  # a few rows per call: many chunks
+    with torch.no_grad():
+        chunked = method.sample(model, x, 6, settings)
+    assert chunked.shape == expected.shape and torch.isfinite(chunked).all()
+    if method.stochastic and name != "ensemble":  # each chunk draws its own masks or weights
+        assert len({tuple(s.flatten().tolist()) for s in chunked}) == chunked.shape[0]
+    else:
+        torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-6)
