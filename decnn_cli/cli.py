@@ -10,13 +10,13 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
+from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, Precision, read_toml
 from decnn_cli.data import DATASETS
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import METHODS
@@ -80,6 +80,7 @@ DataRootOpt = Annotated[
     Path | None, typer.Option("--data-root", help="Data root in torchvision's layout (else $DECNN_DATA_ROOT).")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
+PrecisionName = Enum("PrecisionName", {name: name for name in get_args(Precision)}, type=str)
 
 
 @app.command()
@@ -95,6 +96,12 @@ def train(
     data_root: DataRootOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download missing MNIST/Fashion files.")] = False,
     device: DeviceOpt = None,
+    precision: Annotated[
+        PrecisionName | None,
+        typer.Option(
+            "--precision", help="fp32, bf16, or auto (bf16 where the device runs it natively); sets train.precision."
+        ),
+    ] = None,
     target: Annotated[
         str | None, typer.Option("--target", help="What to predict: a CelebA attribute, or digit/binary/color.")
     ] = None,
@@ -134,6 +141,7 @@ def train(
                 "data.root": str(data_root) if data_root else None,
                 "data.download": True if download else None,
                 "train.device": device,
+                "train.precision": precision.value if precision else None,
                 "data.holdout_attr": holdout_attr,
                 "data.target": target,
                 "method.compose_with": str(compose_with) if compose_with else None,
@@ -162,15 +170,27 @@ RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders hol
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
 SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+EvalPrecisionOpt = Annotated[
+    PrecisionName | None,
+    typer.Option("--precision", help="fp32, bf16 or auto; default: each run's eval.precision, else its training's."),
+]
 
 
-def _shared(results: Path, table: str, data_root: Path | None, device: str | None, quiet: bool) -> dict[str, Any]:
+def _shared(
+    results: Path,
+    table: str,
+    data_root: Path | None,
+    device: str | None,
+    quiet: bool,
+    precision: PrecisionName | None = None,
+) -> dict[str, Any]:
     """The options every evaluation command shares (``experiments.common.EvalOptions``)."""
     return {
         "results_dir": results,
         "table": table,
         "data_root": data_root,
         "device": device or "auto",
+        "precision": precision.value if precision else None,
         "show_progress": not quiet,
     }
 
@@ -191,6 +211,7 @@ def eval_calibration(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -199,7 +220,7 @@ def eval_calibration(
     def action() -> None:
         from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples))
         columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
@@ -228,6 +249,7 @@ def eval_ood(
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -236,7 +258,7 @@ def eval_ood(
     def action() -> None:
         from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_ood(runs, OODOptions(**shared, outliers=tuple(outlier), samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
@@ -255,6 +277,7 @@ def attack(
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -263,7 +286,7 @@ def attack(
     def action() -> None:
         from decnn_cli.experiments.attack import AttackOptions, evaluate_attack
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_attack(runs, AttackOptions(**shared, attack=name, eps=eps, samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
         out.print(_rows_table("adversarial detection", rows, columns))
@@ -284,6 +307,7 @@ def fairness(
     ] = 5000,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -292,7 +316,7 @@ def fairness(
     def action() -> None:
         from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_fairness(runs, FairnessOptions(**shared, protected=protected, probe_examples=probe_examples))
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
         out.print(_rows_table("fairness", rows, columns))
@@ -438,6 +462,7 @@ def figures(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
 ) -> None:
     """Decoded activations through the network (Fig. 1a / 2) and the least and most uncertain test inputs."""
 
@@ -451,6 +476,7 @@ def figures(
             samples=samples,
             data_root=data_root,
             device=device or "auto",
+            precision=precision.value if precision else None,
         )
         for path in make_figures(runs, options):
             out.print(f"wrote {path}")
