@@ -347,21 +347,35 @@ def report(
 @app.command()
 def bench(
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Methods to measure (repeatable).")] = None,
-    decoder: Annotated[list[str] | None, typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable).")] = None,
+    decoder: Annotated[
+        list[str] | None,
+        typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable; default: both on CUDA, mlp on CPU)."),
+    ] = None,
     shape: Annotated[str, typer.Option("--shape", help="Input shape CxHxW.")] = "1x28x28",
-    batch: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 128,
-    samples: SamplesOpt = 32,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per method.")] = 20,
+    batch: Annotated[
+        int | None, typer.Option("--batch", min=1, help="Training batch (default 128; 8 for resnet on CPU).")
+    ] = None,
+    samples: Annotated[
+        list[int] | None,
+        typer.Option("--samples", "-n", min=1, help="N sampled predictions (repeatable; default 32 and 128)."),
+    ] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Timed steps per method.")] = None,
     sample_inputs: Annotated[
-        int, typer.Option("--sample-inputs", min=1, help="Inputs the sampling time is measured on (scaled to 1,000).")
-    ] = 1000,
+        int | None,
+        typer.Option("--sample-inputs", min=1, help="Inputs N predictions are drawn for (default: one eval batch)."),
+    ] = None,
+    precision: Annotated[
+        list[PrecisionName] | None,
+        typer.Option("--precision", help="fp32, bf16 (repeatable; default fp32, and bf16 where it is native)."),
+    ] = None,
     device: DeviceOpt = None,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
     overrides: SetOpt = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "bench",
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Step time, memory, FLOPs and sampling time of every method side by side, with ratios to standard."""
+    """Step time, memory, FLOPs and the cost of uncertainty of every method side by side, fp32 beside bf16.
+
+    With no options it sizes itself to the device and says what it chose."""
 
     def action() -> None:
         from decnn_cli.experiments.bench import BenchOptions, run_bench
@@ -371,30 +385,35 @@ def bench(
             assert len(in_shape) == 3
         except (ValueError, AssertionError):
             raise ConfigError(f"--shape {shape!r} must look like 1x28x28 (channels x height x width)") from None
+        chosen = tuple(p.value for p in precision or ())
+        if "auto" in chosen:
+            raise ConfigError("--precision of bench names what to measure: fp32 or bf16 (repeatable), not auto")
         options = BenchOptions(
             methods=tuple(method or ()),
-            decoders=tuple(decoder or ("mlp", "resnet")),
+            decoders=tuple(decoder or ()),
             overrides=tuple(overrides or ()),
             in_shape=in_shape,
             batch=batch,
-            samples=samples or 32,
-            repeats=repeats,
+            samples=tuple(samples or ()),
             sample_inputs=sample_inputs,
+            precisions=chosen,
+            repeats=repeats,
             device=device or "auto",
-            amp=amp,
             results_dir=results,
             table=table,
         )
-        rows = run_bench(options)
+        rows = run_bench(options, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+        sampled = sorted({k for row in rows for k in row if k.startswith("sample_ms_per_input_n")}, key=len)
         columns = [
             "decoder",
             "model",
+            "precision",
             "step_ms",
             "step_ratio",
-            "gflop_per_step",
+            "bf16_speedup",
             "flop_utilisation",
             "memory_mb",
-            "sample_ms_per_1k",
+            *sampled,
         ]
         out.print(_rows_table(f"bench on {rows[0]['device']}", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
