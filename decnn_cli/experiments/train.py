@@ -119,6 +119,7 @@ def _train(
             "device": str(device),
             "precision": precision,
             "world_size": dctx.world_size,
+            "distributed_backend": dctx.backend,
             "parameters": engine.count_parameters(model),
             "train_examples": len(splits.train),
             "val_examples": len(splits.val),
