@@ -71,3 +71,33 @@ def in_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: i
     if x.shape[0] <= rows:
         return fn(x)
     return torch.cat([fn(part) for part in x.split(rows)])
+
+
+def bucket(rows: int) -> int:
+    """``rows`` rounded up to one of eight sizes per doubling (at most 1/8 more rows; 16 or fewer stay as they are)."""
+    if rows <= 16:
+        return rows
+    step = 1 << (rows.bit_length() - 4)
+    return -(-rows // step) * step
+
+
+def row_counts(model: nn.Module, x: torch.Tensor) -> Callable[[int], int]:
+    """How many rows a call that needs ``n`` should run: ``bucket(n)`` where oneDNN computes on CPU (bf16 autocast,
+    convolutions), else n. oneDNN compiles and keeps a kernel for every row count it meets (about 2 MB each, up to
+    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``); samplers meet hundreds of counts, and bucketed a few dozen serve them all."""
+    import torch
+    from torch import nn
+
+    if x.device.type == "cpu" and (
+        torch.is_autocast_enabled("cpu") or any(isinstance(m, nn.Conv2d) for m in model.modules())
+    ):
+        return bucket
+    return lambda rows: rows
+
+
+def padded(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` with its last row repeated up to ``rows`` rows (computed with the rest, then dropped)."""
+    import torch
+
+    extra = rows - len(t)
+    return t if extra <= 0 else torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -119,15 +120,16 @@ def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSetti
     """
     import torch
 
-    from decnn_cli.methods.chunks import rows_per_call
+    from decnn_cli.methods.chunks import row_counts, rows_per_call
 
     batch, depth = x.shape[0], settings.recursion_depth
     draws = torch.stack([torch.randint(model.decoder.num_layers, (n * batch,), device=x.device) for _ in range(depth)])
     draws = draws.view(depth, n, batch)  # l_d of path k of input b at [d, k, b]
     rows = rows_per_call(model, lambda row: _decode_first_layer(model, row), x)
+    sized = row_counts(model, x)
     per_chunk = max(1, rows // n)  # inputs whose N paths are followed together
     logits = [
-        _follow_paths(model, x[start : start + per_chunk], draws[:, :, start : start + per_chunk], rows)
+        _follow_paths(model, x[start : start + per_chunk], draws[:, :, start : start + per_chunk], rows, sized)
         for start in range(0, batch, per_chunk)
     ]
     return torch.cat(logits, dim=1)
@@ -139,11 +141,14 @@ def _decode_first_layer(model: Network, x: torch.Tensor) -> torch.Tensor:
     return model.decoder.body(model.decoder.code(0, hidden[0]))
 
 
-def _follow_paths(model: Network, x: torch.Tensor, draws: torch.Tensor, rows: int) -> torch.Tensor:
-    """Logits (N, b, K) at the end of the paths whose layers ``draws`` (D, N, b) gives, for the b inputs x."""
+def _follow_paths(
+    model: Network, x: torch.Tensor, draws: torch.Tensor, rows: int, sized: Callable[[int], int]
+) -> torch.Tensor:
+    """Logits (N, b, K) at the end of the paths whose layers ``draws`` (D, N, b) gives, for the b inputs x; calls
+    take at most ``rows`` rows, run as ``sized(rows)`` (``chunks.row_counts``)."""
     import torch
 
-    from decnn_cli.methods.chunks import in_rows
+    from decnn_cli.methods.chunks import in_rows, padded
 
     depth, n, b = draws.shape
     num_layers = model.decoder.num_layers
@@ -155,24 +160,28 @@ def _follow_paths(model: Network, x: torch.Tensor, draws: torch.Tensor, rows: in
         source, chosen = pairs // num_layers, pairs % num_layers
         decoded, slot = [], torch.empty_like(pairs)  # slot: row of each pair's decoding in the next inputs
         for start in range(0, len(pairs), rows):
-            images, order = _decode_chosen(model, inputs, source[start : start + rows], chosen[start : start + rows])
+            part = slice(start, start + rows)
+            images, order = _decode_chosen(model, inputs, source[part], chosen[part], sized)
             slot[start + order] = torch.arange(start, start + len(order), device=x.device)
             decoded.append(images)
         inputs, at = torch.cat(decoded), slot[at]
-    logits = in_rows(lambda z: model(z)[0], inputs, rows)  # (distinct paths, K)
+    logits = in_rows(lambda z: model(padded(z, sized(len(z))))[0][: len(z)], inputs, rows)  # (distinct paths, K)
     return logits[at].view(n, b, -1)
 
 
 def _decode_chosen(
-    model: Network, inputs: torch.Tensor, source: torch.Tensor, layer: torch.Tensor
+    model: Network, inputs: torch.Tensor, source: torch.Tensor, layer: torch.Tensor, sized: Callable[[int], int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """g(h_{layer[i]}(inputs[source[i]])) for the pairs i: images (P, C, H, W) grouped by layer, and the pair
     (P,) each row decodes.
 
     f runs once on each distinct source, and only up to the deepest layer decoded from it: sources are ordered by
-    that layer, deepest first, so each block runs on a prefix of the rows.
+    that layer, deepest first, so each block runs on a prefix of the rows (``sized`` of them: rows past the prefix
+    are computed and dropped).
     """
     import torch
+
+    from decnn_cli.methods.chunks import padded
 
     f, g = model.classifier, model.decoder
     sources, which = torch.unique(source, return_inverse=True)  # pair i reads sources[which[i]]
@@ -192,16 +201,18 @@ def _decode_chosen(
         row = row[which]
         # still[l]: sources whose deepest decoded layer is l or deeper (they lead z, deepest first)
         still = torch.bincount(deepest, minlength=g.num_layers).flip(0).cumsum(0).flip(0).tolist()
-        z = f.prepare(inputs[sources[order]])
+        gather = sources[order]
+        z = f.prepare(inputs[padded(gather, sized(len(gather)))])
         for index in range(g.num_layers):
             if still[index] == 0:
                 break
-            z = f.hidden_layer(index, z[: still[index]])
+            z = f.hidden_layer(index, z[: min(len(z), sized(still[index]))])
             pick = (layer == index).nonzero().squeeze(1)
             if len(pick):
                 codes.append(g.code(index, z[row[pick]]))
                 decoded.append(pick)
-    return g.body(torch.cat(codes)), torch.cat(decoded)
+    codes = torch.cat(codes)
+    return g.body(padded(codes, sized(len(codes))))[: len(codes)], torch.cat(decoded)
 
 
 DECNN = MethodSpec(

@@ -25,7 +25,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean).div_(self.std)  # in place on the fresh difference: one tensor less per call
 
 
 class MLPClassifier(nn.Module):
@@ -52,7 +52,7 @@ class MLPClassifier(nn.Module):
 
     def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
         """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
-        return torch.relu(self.blocks[index](z if index == 0 else self.dropout(z)))
+        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
 
     def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
         """The head on h_L."""

@@ -45,7 +45,7 @@ class CNNClassifier(nn.Module):
 
     def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
         """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
-        return torch.relu(self.blocks[index](z if index == 0 else self.dropout(z)))
+        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
 
     def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
         """The head on the flattened last map."""

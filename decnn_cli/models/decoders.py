@@ -22,7 +22,7 @@ class MLPDecoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(code_dim, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(out_shape)))
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(code)).view(-1, *self.out_shape)
+        return torch.sigmoid_(self.net(code)).view(-1, *self.out_shape)  # in place: the linear output is fresh
 
 
 class UpBlock(nn.Module):
