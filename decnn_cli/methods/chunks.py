@@ -74,17 +74,17 @@ def in_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: i
 
 
 def bucket(rows: int) -> int:
-    """``rows`` rounded up to one of eight sizes per doubling (at most 1/8 more rows; 16 or fewer stay as they are)."""
-    if rows <= 16:
+    """``rows`` rounded up to one of 16 sizes per doubling (at most 1/16 more rows; 32 or fewer stay as they are)."""
+    if rows <= 32:
         return rows
-    step = 1 << (rows.bit_length() - 4)
+    step = 1 << (rows.bit_length() - 5)
     return -(-rows // step) * step
 
 
 def row_counts(model: nn.Module, x: torch.Tensor) -> Callable[[int], int]:
     """How many rows a call that needs ``n`` should run: ``bucket(n)`` where oneDNN computes on CPU (bf16 autocast,
     convolutions), else n. oneDNN compiles and keeps a kernel for every row count it meets (about 2 MB each, up to
-    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``); samplers meet hundreds of counts, and bucketed a few dozen serve them all."""
+    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``); samplers meet hundreds of counts, and bucketed far fewer serve them all."""
     import torch
     from torch import nn
 
