@@ -7,6 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -92,5 +93,7 @@ def test_precision_round_trips_through_config_checkpoint_and_evaluation(runner, 
         app, ["eval-calibration", str(run), "--results", str(tmp_path / "tables"), "-q", "--precision", "fp32"]
     )
     assert evaluated.exit_code == 0, evaluated.output
+    rows = pd.read_csv(tmp_path / "tables" / "calibration.csv")
+    assert rows["precision"].tolist() == ["fp32"]  # each row says how it was evaluated
     result = runner.invoke(app, ["train", "--out", str(out), *tiny, "--precision", "fp16"])
     assert result.exit_code == 2 and "fp16" in result.output

@@ -62,7 +62,8 @@ class Run:
         return TaskHead(self.spec.task)
 
     def identity(self) -> dict[str, Any]:
-        """The columns that place a run in a table; ``model`` is the method plus any composition variant."""
+        """The columns that place a run in a table (and the precision it was evaluated in); ``model`` is the method
+        plus any composition variant."""
         variant = run_variant(self.cfg)
         return {
             "dataset": self.cfg.data.name,
@@ -71,6 +72,7 @@ class Run:
             "model": self.cfg.method.name if variant == "none" else f"{self.cfg.method.name} ({variant})",
             "seed": self.cfg.train.seed,
             "run": self.path.name,
+            "precision": self.precision,  # of this evaluation
         }
 
 
