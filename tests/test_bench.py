@@ -73,3 +73,5 @@ def test_bench_with_no_options_sizes_itself_to_a_cpu(monkeypatch, native: bool):
     assert "CPU-sized" in resnet.note
     sizings, _ = plan(BenchOptions(decoders=("resnet",), batch=32, samples=(2,)), CPU)  # what is given is kept
     assert (sizings[0].batch, sizings[0].samples) == (32, (2,))
+    (sized,) = plan(BenchOptions(overrides=("eval.batch_size=100",)), CPU)[0]  # eval-ood's batching, as configured
+    assert (sized.sample_inputs, sized.eval_batch) == (100, 100) and "in batches of 100" in sized.note

@@ -31,7 +31,7 @@ from decnn_cli.results import write_tables
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import predict
 
-# The evaluation batch of eval-ood (N sampled predictions are drawn for this many inputs at a time).
+# eval-ood's default evaluation batch (N sampled predictions are drawn for this many inputs at a time).
 EVAL_BATCH = EvalConfig.model_fields["batch_size"].default
 
 
@@ -131,12 +131,14 @@ class Subject:
 @dataclass(frozen=True)
 class Sizing:
     """What one decoder is measured at: the training batch, the N of sampled predictions, the inputs they are drawn
-    for (in batches of eval-ood's), the timed steps and rounds of evaluation, and why (``note``)."""
+    for in batches of ``eval_batch`` (eval.batch_size, as eval-ood), the timed steps and rounds of evaluation, and
+    why (``note``)."""
 
     decoder: str
     batch: int
     samples: tuple[int, ...]
     sample_inputs: int
+    eval_batch: int
     repeats: int
     sample_repeats: int
     note: str
@@ -163,7 +165,7 @@ def prepare(
     x = torch.rand(sizing.batch, *spec.in_shape, device=device)
     y = torch.randint(spec.num_outputs, (sizing.batch,), device=device)
     inputs = TensorDataset(torch.rand(sizing.sample_inputs, *spec.in_shape), torch.zeros(sizing.sample_inputs))
-    loader = make_loader(inputs, min(EVAL_BATCH, sizing.sample_inputs), shuffle=False)
+    loader = make_loader(inputs, sizing.eval_batch, shuffle=False)
 
     def loss() -> torch.Tensor:
         with engine.autocast(device, precision):
@@ -268,8 +270,8 @@ class BenchOptions:
 # at batch 128 holds about 4.6 TFLOP and eval-ood's N = 32 paths of 512 inputs about 200 TFLOP (hours).
 CPU_RESNET = {"batch": 8, "samples": (4,), "sample_inputs": 8, "repeats": 5}
 # Everything else: Table 10's batch, and eval-ood's N = 32 (the recipes' default) and 128 (Table 2) for one
-# evaluation batch of inputs.
-FULL_SIZE = {"batch": 128, "samples": (32, 128), "sample_inputs": EVAL_BATCH, "repeats": 20}
+# evaluation batch of inputs (None).
+FULL_SIZE = {"batch": 128, "samples": (32, 128), "sample_inputs": None, "repeats": 20}
 
 
 def plan(options: BenchOptions, device: torch.device) -> tuple[list[Sizing], tuple[str, ...]]:
@@ -284,21 +286,22 @@ def plan(options: BenchOptions, device: torch.device) -> tuple[list[Sizing], tup
     if unknown:
         raise DecnnError(f"unknown decoder(s) {unknown}; choose from mlp, resnet")
     precisions = o.precisions or (("fp32", "bf16") if engine.bf16_is_fast(device) else ("fp32",))
+    eval_batch = build_config(overrides=list(o.overrides)).eval.batch_size
     sizings = []
     for decoder in decoders:
         small = cpu and decoder == "resnet"
         sized = CPU_RESNET if small else FULL_SIZE
         batch = o.batch or sized["batch"]
         samples = o.samples or sized["samples"]
-        sample_inputs = o.sample_inputs or sized["sample_inputs"]
+        sample_inputs = o.sample_inputs or sized["sample_inputs"] or eval_batch
         repeats = o.repeats or sized["repeats"]
+        batches = min(eval_batch, sample_inputs)
         why = " (CPU-sized: the paper-size decoder costs ~1.5 GFLOP per decoded input)" if small else ""
         note = (
             f"{decoder} decoder: training batch {batch}, {repeats} timed steps; uncertainty at N = "
-            f"{', '.join(map(str, samples))} on {sample_inputs} inputs in batches of "
-            f"{min(EVAL_BATCH, sample_inputs)}{why}"
+            f"{', '.join(map(str, samples))} on {sample_inputs} inputs in batches of {batches}{why}"
         )
-        sizings.append(Sizing(decoder, batch, samples, sample_inputs, repeats, o.sample_repeats, note))
+        sizings.append(Sizing(decoder, batch, samples, sample_inputs, batches, repeats, o.sample_repeats, note))
     return sizings, precisions
 
 
