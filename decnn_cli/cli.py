@@ -10,14 +10,14 @@ import sys
 from collections.abc import Callable
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
+from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, Precision, read_toml
 from decnn_cli.data import DATASETS
 from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES
 from decnn_cli.errors import ConfigError, DecnnError
@@ -90,6 +90,7 @@ DataRootOpt = Annotated[
     Path | None, typer.Option("--data-root", help="Data root in torchvision's layout (else $DECNN_DATA_ROOT).")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
+PrecisionName = Enum("PrecisionName", {name: name for name in get_args(Precision)}, type=str)
 
 
 @app.command()
@@ -115,6 +116,12 @@ def train(
         bool, typer.Option("--download", help="Download missing MNIST, Fashion-MNIST or torchvision: files.")
     ] = False,
     device: DeviceOpt = None,
+    precision: Annotated[
+        PrecisionName | None,
+        typer.Option(
+            "--precision", help="fp32, bf16, or auto (bf16 where the device runs it natively); sets train.precision."
+        ),
+    ] = None,
     target: Annotated[
         str | None, typer.Option("--target", help="What to predict: a CelebA attribute, or digit/binary/color.")
     ] = None,
@@ -154,6 +161,7 @@ def train(
                 "data.root": str(data_root) if data_root else None,
                 "data.download": True if download else None,
                 "train.device": device,
+                "train.precision": precision.value if precision else None,
                 "data.holdout_attr": holdout_attr,
                 "data.target": target,
                 "method.compose_with": str(compose_with) if compose_with else None,
@@ -182,15 +190,27 @@ RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders hol
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
 SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+EvalPrecisionOpt = Annotated[
+    PrecisionName | None,
+    typer.Option("--precision", help="fp32, bf16 or auto; default: each run's eval.precision, else its training's."),
+]
 
 
-def _shared(results: Path, table: str, data_root: Path | None, device: str | None, quiet: bool) -> dict[str, Any]:
+def _shared(
+    results: Path,
+    table: str,
+    data_root: Path | None,
+    device: str | None,
+    quiet: bool,
+    precision: PrecisionName | None = None,
+) -> dict[str, Any]:
     """The options every evaluation command shares (``experiments.common.EvalOptions``)."""
     return {
         "results_dir": results,
         "table": table,
         "data_root": data_root,
         "device": device or "auto",
+        "precision": precision.value if precision else None,
         "show_progress": not quiet,
     }
 
@@ -211,6 +231,7 @@ def eval_calibration(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -219,7 +240,7 @@ def eval_calibration(
     def action() -> None:
         from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples))
         columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
@@ -261,6 +282,7 @@ def eval_ood(
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -274,7 +296,7 @@ def eval_ood(
         detectors = parse_detectors(detector or ())
         from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         options = OODOptions(
             **shared,
             outliers=tuple(outlier),
@@ -302,6 +324,7 @@ def attack(
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -310,7 +333,7 @@ def attack(
     def action() -> None:
         from decnn_cli.experiments.attack import AttackOptions, evaluate_attack
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_attack(runs, AttackOptions(**shared, attack=name, eps=eps, samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
         out.print(_rows_table("adversarial detection", rows, columns))
@@ -331,6 +354,7 @@ def fairness(
     ] = 5000,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -339,7 +363,7 @@ def fairness(
     def action() -> None:
         from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_fairness(runs, FairnessOptions(**shared, protected=protected, probe_examples=probe_examples))
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
         out.print(_rows_table("fairness", rows, columns))
@@ -370,21 +394,35 @@ def report(
 @app.command()
 def bench(
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Methods to measure (repeatable).")] = None,
-    decoder: Annotated[list[str] | None, typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable).")] = None,
+    decoder: Annotated[
+        list[str] | None,
+        typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable; default: both on CUDA, mlp on CPU)."),
+    ] = None,
     shape: Annotated[str, typer.Option("--shape", help="Input shape CxHxW.")] = "1x28x28",
-    batch: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 128,
-    samples: SamplesOpt = 32,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per method.")] = 20,
+    batch: Annotated[
+        int | None, typer.Option("--batch", min=1, help="Training batch (default 128; 8 for resnet on CPU).")
+    ] = None,
+    samples: Annotated[
+        list[int] | None,
+        typer.Option("--samples", "-n", min=1, help="N sampled predictions (repeatable; default 32 and 128)."),
+    ] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Timed steps per method.")] = None,
     sample_inputs: Annotated[
-        int, typer.Option("--sample-inputs", min=1, help="Inputs the sampling time is measured on (scaled to 1,000).")
-    ] = 1000,
+        int | None,
+        typer.Option("--sample-inputs", min=1, help="Inputs N predictions are drawn for (default: one eval batch)."),
+    ] = None,
+    precision: Annotated[
+        list[PrecisionName] | None,
+        typer.Option("--precision", help="fp32, bf16 (repeatable; default fp32, and bf16 where it is native)."),
+    ] = None,
     device: DeviceOpt = None,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
     overrides: SetOpt = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "bench",
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Step time, memory, FLOPs and sampling time of every method side by side, with ratios to standard."""
+    """Step time, memory, FLOPs and the cost of uncertainty of every method side by side, fp32 beside bf16.
+
+    With no options it sizes itself to the device and says what it chose."""
 
     def action() -> None:
         from decnn_cli.experiments.bench import BenchOptions, run_bench
@@ -394,30 +432,35 @@ def bench(
             assert len(in_shape) == 3
         except (ValueError, AssertionError):
             raise ConfigError(f"--shape {shape!r} must look like 1x28x28 (channels x height x width)") from None
+        chosen = tuple(p.value for p in precision or ())
+        if "auto" in chosen:
+            raise ConfigError("--precision of bench names what to measure: fp32 or bf16 (repeatable), not auto")
         options = BenchOptions(
             methods=tuple(method or ()),
-            decoders=tuple(decoder or ("mlp", "resnet")),
+            decoders=tuple(decoder or ()),
             overrides=tuple(overrides or ()),
             in_shape=in_shape,
             batch=batch,
-            samples=samples or 32,
-            repeats=repeats,
+            samples=tuple(samples or ()),
             sample_inputs=sample_inputs,
+            precisions=chosen,
+            repeats=repeats,
             device=device or "auto",
-            amp=amp,
             results_dir=results,
             table=table,
         )
-        rows = run_bench(options)
+        rows = run_bench(options, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+        sampled = sorted({k for row in rows for k in row if k.startswith("sample_ms_per_input_n")}, key=len)
         columns = [
             "decoder",
             "model",
+            "precision",
             "step_ms",
             "step_ratio",
-            "gflop_per_step",
+            "bf16_speedup",
             "flop_utilisation",
             "memory_mb",
-            "sample_ms_per_1k",
+            *sampled,
         ]
         out.print(_rows_table(f"bench on {rows[0]['device']}", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -534,6 +577,7 @@ def figures(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
 ) -> None:
     """Decoded activations through the network (Fig. 1a / 2) and the least and most uncertain test inputs."""
 
@@ -547,6 +591,7 @@ def figures(
             samples=samples,
             data_root=data_root,
             device=device or "auto",
+            precision=precision.value if precision else None,
         )
         for path in make_figures(runs, options):
             out.print(f"wrote {path}")

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from decnn_cli.errors import ConfigError
 
 RUN_SECTIONS = ("data", "model", "method", "train", "eval")
+# Arithmetic of a run: fp32, bf16 autocast, or bf16 where the device runs it natively (``engine.resolve_precision``).
+Precision = Literal["fp32", "bf16", "auto"]
 # Top-level tables of a recipe that describe a grid of runs for `decnn reproduce`, not a single run.
 RECIPE_KEYS = {"table", "grid", "evaluations"}
 TOP_LEVEL_KEYS = {"out_dir"}
@@ -153,13 +155,24 @@ class TrainConfig(_Section):
     channels_last: bool = Field(
         False, description="Convolutional models (CNN, ResNet decoder) in channels_last memory format on CUDA."
     )
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU); read only while `precision` is unset.")
+    precision: Precision | None = Field(
+        None,
+        description="Arithmetic of training, and of evaluation unless eval.precision says otherwise: 'fp32'; "
+        "'bf16' (autocast: matmuls and convolutions in bf16, weights, losses and reductions in fp32); 'auto': bf16 "
+        "where the device runs it natively (a CUDA GPU of compute capability 8.0 or newer, or a CPU whose flags "
+        "include avx512_bf16 or amx_bf16), else fp32. Unset: `amp` decides, as before this key existed (bf16 on "
+        "CUDA, fp32 on CPU).",
+    )
 
 
 class EvalConfig(_Section):
     samples: int = Field(32, ge=1, description="N sampled predictions per input for uncertainty (Eq. 6).")
     batch_size: int = Field(512, ge=1, description="Evaluation batch size (before the N-fold expansion).")
     ece_bins: int = Field(15, ge=1, description="Equal-width bins of the expected calibration error.")
+    precision: Precision | None = Field(
+        None, description="Arithmetic of evaluation (fp32, bf16 or auto, as train.precision); unset: the training's."
+    )
 
 
 class RunConfig(_Section):

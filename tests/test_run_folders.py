@@ -54,9 +54,11 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("train", "compile"): True,
     ("train", "channels_last"): True,
     ("train", "amp"): False,
+    ("train", "precision"): "bf16",
     ("eval", "samples"): 3,
     ("eval", "batch_size"): 4,
     ("eval", "ece_bins"): 4,
+    ("eval", "precision"): "bf16",
     ("out_dir",): "/elsewhere/runs",
     ("method", "beta"): 1.0,
     ("method", "alpha"): 0.5,
@@ -113,9 +115,11 @@ CHANGES_RESULT = {
     ("train", "compile"): True,  # compiled kernels may round differently
     ("train", "channels_last"): False,
     ("train", "amp"): True,  # bf16 on CUDA
+    ("train", "precision"): True,  # bf16 rounds every matmul of training
     ("eval", "samples"): False,  # evaluation settings: the trained model is the same
     ("eval", "batch_size"): False,
     ("eval", "ece_bins"): False,
+    ("eval", "precision"): False,
     ("out_dir",): False,
 }
 
@@ -173,6 +177,16 @@ def test_a_terms_weight_and_target_rename_the_folder_once_its_model_is_given(nam
         base = _name(name, given)
         for key in keys:
             assert _name(name, given, _override(("method", key), CHANGED[("method", key)])) != base, key
+
+
+def test_precision_renames_folders_only_when_set_and_then_amp_is_not_read():
+    base = _name("redecnn")
+    names = {choice: _name("redecnn", f"train.precision={choice!r}") for choice in ("fp32", "bf16", "auto")}
+    assert len({base, *names.values()}) == 4  # unset (amp decides), fp32, bf16 and auto each name their own runs
+    assert _name("redecnn", "train.amp=false") != base  # unset: amp is read, as before precision existed
+    for choice, name in names.items():
+        assert _name("redecnn", f"train.precision={choice!r}", "train.amp=false") == name  # set: amp is not read
+    assert _name("redecnn", "eval.precision='bf16'") == base  # evaluation settings do not key the run
 
 
 def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():

@@ -78,7 +78,7 @@ def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOption
     pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, o.device)
+            run = load_run(path, o.device, o.precision)
             if run.spec.task != "multiclass":
                 raise DecnnError(f"run {path.name} is multi-label; attacks here need a single-label classifier")
             target = run.method.point(run.model).eval()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decnn_cli.config import DataConfig, ModelConfig, RunConfig
+from decnn_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from decnn_cli.data import DatasetEntry, get_dataset
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
@@ -98,10 +98,13 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
             if getattr(cfg.model, chooser) not in readers
         }
     )
+    # train.amp is read only while train.precision is unset; unset, the precision adds nothing (earlier folders).
+    amp_default = TrainConfig.model_fields["amp"].default
+    train = cfg.train if cfg.train.precision is None else cfg.train.model_copy(update={"amp": amp_default})
     key = {
         "data": data.model_dump(mode="json", exclude_none=True),
         "model": model.model_dump(mode="json", exclude_none=True),
-        "train": cfg.train.model_dump(mode="json", exclude_none=True),
+        "train": train.model_dump(mode="json", exclude_none=True),
         "method": method.folder_key(cfg),
     }
     for section, name in UNKEYED:
