@@ -188,7 +188,9 @@ def train(
 
 RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders holding run folders.")]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
-SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
+SamplesOpt = Annotated[
+    int | None, typer.Option("--samples", "-n", min=1, help="N sampled predictions per input (at least 1).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 EvalPrecisionOpt = Annotated[
     PrecisionName | None,
@@ -249,7 +251,9 @@ def eval_calibration(
     _guard(action)
 
 
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use the first N inputs of each set (CPU-sized runs).")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Use the first N inputs of each set (CPU-sized runs).")
+]
 
 
 @app.command("eval-ood")
@@ -317,7 +321,9 @@ def eval_ood(
 @app.command()
 def attack(
     runs: RunsArg,
-    eps: Annotated[float, typer.Option("--eps", help="L-inf budget on inputs in [0, 1].")] = 0.1,
+    eps: Annotated[
+        float, typer.Option("--eps", min=0.0, max=1.0, help="L-inf budget on inputs in [0, 1] (between 0 and 1).")
+    ] = 0.1,
     name: Annotated[str, typer.Option("--attack", help="fgsm, pgd, bim, ffgsm or mifgsm (torchattacks).")] = "fgsm",
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "attack",
     samples: SamplesOpt = None,

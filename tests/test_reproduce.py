@@ -318,6 +318,7 @@ def test_min_steps_keys_a_run_folder_only_where_it_raises_the_epochs():
     assert names[4000] == names[0] == set(PUBLISHED.values()), "a floor below 8,440 steps changes nothing"
     assert not names[9000] & names[0], "a floor above it raises the epochs: new runs"
 
+
 def test_the_detectors_recipe_shares_its_runs_with_tables_1a_and_2():
     detectors = {r.folder.name for r in plan(load_recipe(RECIPES / "detectors" / "cpu.toml"))}
     shared = {r.folder.name for t in ("table1a", "table2") for r in plan(load_recipe(RECIPES / t / "cpu.toml"))}

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from decnn_cli.config import RUN_SECTIONS, RunConfig
+from decnn_cli.data import DATASETS
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.planning import folder_name
 from decnn_cli.methods import METHODS, LossContext, MethodSpec, get_method, method_keys
-from decnn_cli.resolve import build_config
+from decnn_cli.resolve import ONLY_SOME_DATASETS, build_config
 from decnn_cli.results import run_name
 from decnn_cli.tasks import TaskHead
 
@@ -152,6 +153,11 @@ def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
         setting = key[1] if key[0] == "method" else None
         if setting in ("compose_with", "protect_with") and not spec.accepts_pretrained_terms:
             with pytest.raises(ConfigError, match="act on decoded activations"):
+                _name(name, _override(key, value))
+            continue
+        if key[0] == "data" and key[1] in ONLY_SOME_DATASETS and key[1] not in DATASETS["digits"].reads:
+            # Asked for on a dataset that does not read it: an error, not a run that records it and ignores it.
+            with pytest.raises(ConfigError, match=f"data.{key[1]}: dataset 'digits' has no {key[1]}"):
                 _name(name, _override(key, value))
             continue
         if setting is not None:

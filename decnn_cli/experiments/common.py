@@ -19,7 +19,7 @@ from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods import MethodSettings, MethodSpec, PretrainedTerms
-from decnn_cli.results import FINISHED_MARKER
+from decnn_cli.results import FINISHED_MARKER, check_writable_folder
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
 
@@ -38,6 +38,13 @@ class EvalOptions:
     precision: Precision | None = None
     show_progress: bool = True
     progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "limit"):
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise DecnnError(f"{name} must be at least 1, not {value}; leave it unset for the run's default")
+        check_writable_folder(self.results_dir, "results folder", "--results")
 
 
 @dataclass
@@ -102,6 +109,8 @@ def run_variant(cfg: RunConfig) -> str:
 def load_run(path: Path, device: str = "auto", precision: Precision | None = None) -> Run:
     """Open a run folder written by ``decnn train``; anything missing is one clear error. The run is evaluated in
     ``precision``, else its ``eval.precision``, else the precision it was trained in (resolved on ``device``)."""
+    if path.is_file() and path.name == "model.pt":
+        raise DecnnError(f"{path} is a run's checkpoint; pass its run folder, {path.parent}")
     if not path.is_dir():
         raise DecnnError(f"run folder {path} does not exist; pass folders written by `decnn train`")
     marker = path / FINISHED_MARKER

@@ -54,7 +54,7 @@ def make_figures(run_paths: list[Path], options: FigureOptions = FigureOptions()
             written.append(target)
         limit = min(len(test), 2000)
         subset = torch.utils.data.Subset(test, range(limit))
-        pred = predict_split(run, subset, samples or run.cfg.eval.samples, None, "")
+        pred = predict_split(run, subset, samples if samples is not None else run.cfg.eval.samples, None, "")
         name = "vote_entropy" if pred.num_samples > 1 else "predictive_entropy"
         score = uncertainty_scores(pred)[name]
         order = np.argsort(score, kind="stable")

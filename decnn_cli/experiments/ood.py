@@ -165,7 +165,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, o.device, o.precision)
-            n = o.samples or run.cfg.eval.samples
+            n = o.samples if o.samples is not None else run.cfg.eval.samples
             splits = test_splits(run, data_root)
             inliers = _first(splits.test, limit)
             inlier_pred = predict_split(run, inliers, n, progress, f"{path.name[:32]} inliers")

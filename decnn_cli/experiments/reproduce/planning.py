@@ -20,7 +20,7 @@ from decnn_cli.data import DatasetEntry, get_dataset
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
 from decnn_cli.methods import get_method
-from decnn_cli.resolve import build_config
+from decnn_cli.resolve import ONLY_SOME_DATASETS, build_config
 from decnn_cli.results import FINISHED_MARKER, run_label
 
 
@@ -67,7 +67,7 @@ KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps")}
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
-DATASET_OPTIONS = ("target", "negate_target", "holdout_attr", "color_correlation", "image_size", "channels")
+DATASET_OPTIONS = ONLY_SOME_DATASETS
 MODEL_OPTIONS = {
     "cnn_channels": ("arch", {"cnn"}),
     "decoder_width": ("decoder", {"mlp"}),

@@ -48,10 +48,10 @@ class Evaluation(_Strict):
         description="ood: outlier sets per variant label or inlier dataset ('*' for every run).",
     )
     attack: str = "fgsm"
-    eps: float = 0.1
+    eps: float = Field(0.1, ge=0.0, le=1.0, description="attack: L-inf budget on inputs in [0, 1].")
     protected: str | None = None
-    samples: int | None = None
-    limit: int | None = None
+    samples: int | None = Field(None, ge=1, description="N sampled predictions per input (default: the run's).")
+    limit: int | None = Field(None, ge=1, description="The first examples of each set only.")
     detectors: list[str] = Field(
         default_factory=list, description="ood: post-hoc detectors beside the sampled scores (decnn_cli.detectors)."
     )
