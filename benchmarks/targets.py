@@ -14,9 +14,11 @@ TARGETS = {"decnn / standard": 5.9, "redecnn / standard": 7.1, "redecnn / ensemb
 def main(path: str) -> int:
     frame = pd.read_csv(path)
     failed = 0
-    for (device, decoder), block in frame.groupby(["device", "decoder"]):
+    if "precision" not in frame:  # tables written before bench measured bf16
+        frame["precision"] = "fp32"
+    for (device, decoder, precision), block in frame.groupby(["device", "decoder", "precision"]):
         step = block.set_index("method")["step_ms"]
-        print(f"{device}, {decoder} decoder")
+        print(f"{device}, {decoder} decoder, {precision}")
         for name, target in TARGETS.items():
             top, bottom = (part.strip() for part in name.split("/"))
             if top not in step or bottom not in step:

@@ -10,14 +10,16 @@ import sys
 from collections.abc import Callable
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, read_toml
+from decnn_cli.config import RECIPE_KEYS, RUN_SECTIONS, Precision, read_toml
 from decnn_cli.data import DATASETS
+from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import METHODS
 
@@ -48,7 +50,6 @@ class FairnessSplit(StrEnum):
 
 
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
-DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ def _guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except DecnnError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] nothing unfinished was kept")
@@ -96,21 +97,38 @@ DataRootOpt = Annotated[
     Path | None, typer.Option("--data-root", help="Data root in torchvision's layout (else $DECNN_DATA_ROOT).")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
+PrecisionName = Enum("PrecisionName", {name: name for name in get_args(Precision)}, type=str)
 
 
 @app.command()
 def train(
     recipe: RecipeOpt = None,
     method: Annotated[MethodName | None, typer.Option("--method", "-m", help="Method to train.")] = None,
-    dataset: Annotated[DatasetName | None, typer.Option("--dataset", "-d", help="Dataset to train on.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Dataset to train on: a name of `decnn datasets`, folder:PATH (an image-folder tree, one subfolder "
+            "per class, or MNIST-style IDX files) or torchvision:NAME (e.g. torchvision:KMNIST, from the data root).",
+        ),
+    ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Classifier: mlp, cnn, linear or resnet18.")] = None,
     decoder: Annotated[str | None, typer.Option("--decoder", help="Shared decoder: mlp or resnet.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of init, shuffling and paths.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     subset: Annotated[int | None, typer.Option("--subset", help="Cap every split at N examples (smoke runs).")] = None,
     data_root: DataRootOpt = None,
-    download: Annotated[bool, typer.Option("--download", help="Download missing MNIST/Fashion files.")] = False,
+    download: Annotated[
+        bool, typer.Option("--download", help="Download missing MNIST, Fashion-MNIST or torchvision: files.")
+    ] = False,
     device: DeviceOpt = None,
+    precision: Annotated[
+        PrecisionName | None,
+        typer.Option(
+            "--precision", help="fp32, bf16, or auto (bf16 where the device runs it natively); sets train.precision."
+        ),
+    ] = None,
     target: Annotated[
         str | None, typer.Option("--target", help="What to predict: a CelebA attribute, or digit/binary/color.")
     ] = None,
@@ -141,7 +159,7 @@ def train(
             _recipe_sections(recipe),
             {
                 "method.name": method.value if method else None,
-                "data.name": dataset.value if dataset else None,
+                "data.name": dataset,
                 "model.arch": arch,
                 "model.decoder": decoder,
                 "train.seed": seed,
@@ -150,6 +168,7 @@ def train(
                 "data.root": str(data_root) if data_root else None,
                 "data.download": True if download else None,
                 "train.device": device,
+                "train.precision": precision.value if precision else None,
                 "data.holdout_attr": holdout_attr,
                 "data.target": target,
                 "method.compose_with": str(compose_with) if compose_with else None,
@@ -176,17 +195,31 @@ def train(
 
 RunsArg = Annotated[list[Path], typer.Argument(help="Run folders, or folders holding run folders.")]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder for the aggregated CSV + Markdown tables.")]
-SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", help="N sampled predictions per input.")]
+SamplesOpt = Annotated[
+    int | None, typer.Option("--samples", "-n", min=1, help="N sampled predictions per input (at least 1).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+EvalPrecisionOpt = Annotated[
+    PrecisionName | None,
+    typer.Option("--precision", help="fp32, bf16 or auto; default: each run's eval.precision, else its training's."),
+]
 
 
-def _shared(results: Path, table: str, data_root: Path | None, device: str | None, quiet: bool) -> dict[str, Any]:
+def _shared(
+    results: Path,
+    table: str,
+    data_root: Path | None,
+    device: str | None,
+    quiet: bool,
+    precision: PrecisionName | None = None,
+) -> dict[str, Any]:
     """The options every evaluation command shares (``experiments.common.EvalOptions``)."""
     return {
         "results_dir": results,
         "table": table,
         "data_root": data_root,
         "device": device or "auto",
+        "precision": precision.value if precision else None,
         "show_progress": not quiet,
     }
 
@@ -207,6 +240,7 @@ def eval_calibration(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -215,7 +249,7 @@ def eval_calibration(
     def action() -> None:
         from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples))
         columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
@@ -224,7 +258,9 @@ def eval_calibration(
     _guard(action)
 
 
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use the first N inputs of each set (CPU-sized runs).")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Use the first N inputs of each set (CPU-sized runs).")
+]
 
 
 @app.command("eval-ood")
@@ -235,26 +271,54 @@ def eval_ood(
         typer.Option(
             "--outlier",
             "-o",
-            help="mnist, fashion, celeba, digits, patches, corrupt:<name>[@severity], corrupt:all, "
-            "celeba-holdout:<Attribute> (repeatable).",
+            help="Outlier set (repeatable): a dataset (mnist, fashion, celeba, digits, ..., torchvision:NAME), "
+            "folder:PATH (every image under PATH, or its IDX files), patches, corrupt:<name>[@severity], corrupt:all, "
+            "celeba-holdout:<Attribute>, attack:<name>[@eps] (e.g. attack:fgsm@0.25).",
         ),
     ],
+    detector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--detector",
+            "-D",
+            help=f"Post-hoc detector beside the sampled scores (repeatable): {', '.join(DETECTORS)} or all "
+            "(pytorch-ood's, and the decoder's reconstruction error).",
+        ),
+    ] = None,
+    fit_examples: Annotated[
+        int, typer.Option("--fit-examples", min=1, help="Training examples the fitted detectors see at most.")
+    ] = FIT_EXAMPLES,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "ood",
     samples: SamplesOpt = None,
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
     """ROC-AUC / AUPR / FPR@95%TPR of detecting outliers by uncertainty (Tables 2, 3); outliers are positive."""
 
     def action() -> None:
+        from decnn_cli.data.sources import check_outliers
+        from decnn_cli.detectors import parse_detectors
+
+        check_outliers(outlier)  # names and folders before any model or dataset is loaded
+        detectors = parse_detectors(detector or ())
         from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-        shared = _shared(results, table, data_root, device, quiet)
-        rows = evaluate_ood(runs, OODOptions(**shared, outliers=tuple(outlier), samples=samples, limit=limit))
+        shared = _shared(results, table, data_root, device, quiet, precision)
+        options = OODOptions(
+            **shared,
+            outliers=tuple(outlier),
+            samples=samples,
+            limit=limit,
+            detectors=detectors,
+            fit_examples=fit_examples,
+        )
+        rows = evaluate_ood(runs, options)
         columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        columns += [f"auroc_{name}" for name in detectors if any(f"auroc_{name}" in row for row in rows)]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 
@@ -264,13 +328,16 @@ def eval_ood(
 @app.command()
 def attack(
     runs: RunsArg,
-    eps: Annotated[float, typer.Option("--eps", help="L-inf budget on inputs in [0, 1].")] = 0.1,
+    eps: Annotated[
+        float, typer.Option("--eps", min=0.0, max=1.0, help="L-inf budget on inputs in [0, 1] (between 0 and 1).")
+    ] = 0.1,
     name: Annotated[str, typer.Option("--attack", help="fgsm, pgd, bim, ffgsm or mifgsm (torchattacks).")] = "fgsm",
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "attack",
     samples: SamplesOpt = None,
     limit: LimitOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -279,7 +346,7 @@ def attack(
     def action() -> None:
         from decnn_cli.experiments.attack import AttackOptions, evaluate_attack
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         rows = evaluate_attack(runs, AttackOptions(**shared, attack=name, eps=eps, samples=samples, limit=limit))
         columns = ["dataset", "model", "seed", "attack", "eps", "accuracy_adversarial", "auroc_vote_entropy"]
         out.print(_rows_table("adversarial detection", rows, columns))
@@ -311,6 +378,7 @@ def fairness(
     ] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
     results: ResultsOpt = Path("results"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -319,7 +387,7 @@ def fairness(
     def action() -> None:
         from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
-        shared = _shared(results, table, data_root, device, quiet)
+        shared = _shared(results, table, data_root, device, quiet, precision)
         options = FairnessOptions(
             **shared, protected=protected, split=split.value, probe_examples=probe_examples, protector=protector
         )
@@ -357,21 +425,35 @@ def report(
 @app.command()
 def bench(
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Methods to measure (repeatable).")] = None,
-    decoder: Annotated[list[str] | None, typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable).")] = None,
+    decoder: Annotated[
+        list[str] | None,
+        typer.Option("--decoder", help="Decoders: mlp, resnet (repeatable; default: both on CUDA, mlp on CPU)."),
+    ] = None,
     shape: Annotated[str, typer.Option("--shape", help="Input shape CxHxW.")] = "1x28x28",
-    batch: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 128,
-    samples: SamplesOpt = 32,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per method.")] = 20,
+    batch: Annotated[
+        int | None, typer.Option("--batch", min=1, help="Training batch (default 128; 8 for resnet on CPU).")
+    ] = None,
+    samples: Annotated[
+        list[int] | None,
+        typer.Option("--samples", "-n", min=1, help="N sampled predictions (repeatable; default 32 and 128)."),
+    ] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Timed steps per method.")] = None,
     sample_inputs: Annotated[
-        int, typer.Option("--sample-inputs", min=1, help="Inputs the sampling time is measured on (scaled to 1,000).")
-    ] = 1000,
+        int | None,
+        typer.Option("--sample-inputs", min=1, help="Inputs N predictions are drawn for (default: one eval batch)."),
+    ] = None,
+    precision: Annotated[
+        list[PrecisionName] | None,
+        typer.Option("--precision", help="fp32, bf16 (repeatable; default fp32, and bf16 where it is native)."),
+    ] = None,
     device: DeviceOpt = None,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA.")] = True,
     overrides: SetOpt = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "bench",
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Step time, memory, FLOPs and sampling time of every method side by side, with ratios to standard."""
+    """Step time, memory, FLOPs and the cost of uncertainty of every method side by side, fp32 beside bf16.
+
+    With no options it sizes itself to the device and says what it chose."""
 
     def action() -> None:
         from decnn_cli.experiments.bench import BenchOptions, run_bench
@@ -381,30 +463,35 @@ def bench(
             assert len(in_shape) == 3
         except (ValueError, AssertionError):
             raise ConfigError(f"--shape {shape!r} must look like 1x28x28 (channels x height x width)") from None
+        chosen = tuple(p.value for p in precision or ())
+        if "auto" in chosen:
+            raise ConfigError("--precision of bench names what to measure: fp32 or bf16 (repeatable), not auto")
         options = BenchOptions(
             methods=tuple(method or ()),
-            decoders=tuple(decoder or ("mlp", "resnet")),
+            decoders=tuple(decoder or ()),
             overrides=tuple(overrides or ()),
             in_shape=in_shape,
             batch=batch,
-            samples=samples or 32,
-            repeats=repeats,
+            samples=tuple(samples or ()),
             sample_inputs=sample_inputs,
+            precisions=chosen,
+            repeats=repeats,
             device=device or "auto",
-            amp=amp,
             results_dir=results,
             table=table,
         )
-        rows = run_bench(options)
+        rows = run_bench(options, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+        sampled = sorted({k for row in rows for k in row if k.startswith("sample_ms_per_input_n")}, key=len)
         columns = [
             "decoder",
             "model",
+            "precision",
             "step_ms",
             "step_ratio",
-            "gflop_per_step",
+            "bf16_speedup",
             "flop_utilisation",
             "memory_mb",
-            "sample_ms_per_1k",
+            *sampled,
         ]
         out.print(_rows_table(f"bench on {rows[0]['device']}", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
@@ -521,6 +608,7 @@ def figures(
     samples: SamplesOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    precision: EvalPrecisionOpt = None,
 ) -> None:
     """Decoded activations through the network (Fig. 1a / 2) and the least and most uncertain test inputs."""
 
@@ -534,6 +622,7 @@ def figures(
             samples=samples,
             data_root=data_root,
             device=device or "auto",
+            precision=precision.value if precision else None,
         )
         for path in make_figures(runs, options):
             out.print(f"wrote {path}")
@@ -557,10 +646,18 @@ def list_methods() -> None:
 
 @app.command("datasets")
 def list_datasets() -> None:
-    """List the registered datasets."""
+    """List the registered datasets, the prefixed forms and the torchvision datasets they take."""
+    from decnn_cli.data import PREFIXED
+    from decnn_cli.data.sources import TORCHVISION_SETS
+
     table = Table("dataset", "what it is", "needs --data-root", title="datasets")
     for name, entry in DATASETS.items():
         table.add_row(name, entry.summary, "yes" if entry.needs_root else "no (bundled)")
+    for prefix, entry in PREFIXED.items():
+        form = f"{prefix}PATH" if prefix == "folder:" else f"{prefix}NAME"
+        table.add_row(form, entry.summary, "yes" if entry.needs_root else "no (the path)")
+    for name, tv in TORCHVISION_SETS.items():
+        table.add_row(f"  torchvision:{name}", tv.summary, "yes")
     out.print(table)
 
 

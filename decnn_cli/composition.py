@@ -35,6 +35,13 @@ def load_frozen(path: Path, spec: DataSpec, device: torch.device, role: str, sam
         )
     if loaded.spec.task != "multiclass":
         raise DecnnError(f"{role} {path} is multi-label; compose with a single-label classifier")
+    if loaded.spec.name != spec.name:
+        from decnn_cli.experiments.common import warn
+
+        warn(
+            f"{role} {path} was trained on {loaded.spec.name}, this run's data is {spec.name}: their inputs have the "
+            "same shape, but check that m's classes mean what this run's do"
+        )
     model = loaded.method.point(loaded.model)
     model.eval()
     model.requires_grad_(False)

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from decnn_cli.errors import ConfigError
 
 RUN_SECTIONS = ("data", "model", "method", "train", "eval")
+# Arithmetic of a run: fp32, bf16 autocast, or bf16 where the device runs it natively (``engine.resolve_precision``).
+Precision = Literal["fp32", "bf16", "auto"]
 # Top-level tables of a recipe that describe a grid of runs for `decnn reproduce`, not a single run.
 RECIPE_KEYS = {"table", "grid", "evaluations"}
 TOP_LEVEL_KEYS = {"out_dir"}
@@ -78,6 +80,29 @@ class DataConfig(_Section):
     color_correlation: float = Field(
         0.9, ge=0.0, le=1.0, description="Coloured datasets: P(colour == label-linked colour) in train/val."
     )
+    image_size: tuple[int, int] | None = Field(
+        None,
+        description="folder: and torchvision: datasets: every image resized to [height, width] (one number: a "
+        "square; bilinear, antialiased). Unset: the size of the first training image.",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None,
+        description="folder: and torchvision: datasets: 1 (colour images to grayscale, ITU-R 601 luma) or 3 (a "
+        "grayscale channel copied to RGB). Unset: the first training image's (1 if it is grayscale, else 3).",
+    )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        """One number is a square: 32 -> (32, 32)."""
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"image_size must be positive, got {list(value)}")
+        return value
 
     @property
     def stratified_on(self) -> str | None:
@@ -156,13 +181,24 @@ class TrainConfig(_Section):
     channels_last: bool = Field(
         False, description="Convolutional models (CNN, ResNet decoder) in channels_last memory format on CUDA."
     )
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU); read only while `precision` is unset.")
+    precision: Precision | None = Field(
+        None,
+        description="Arithmetic of training, and of evaluation unless eval.precision says otherwise: 'fp32'; "
+        "'bf16' (autocast: matmuls and convolutions in bf16, weights, losses and reductions in fp32); 'auto': bf16 "
+        "where the device runs it natively (a CUDA GPU of compute capability 8.0 or newer, or a CPU whose flags "
+        "include avx512_bf16 or amx_bf16), else fp32. Unset: `amp` decides, as before this key existed (bf16 on "
+        "CUDA, fp32 on CPU).",
+    )
 
 
 class EvalConfig(_Section):
     samples: int = Field(32, ge=1, description="N sampled predictions per input for uncertainty (Eq. 6).")
     batch_size: int = Field(512, ge=1, description="Evaluation batch size (before the N-fold expansion).")
     ece_bins: int = Field(15, ge=1, description="Equal-width bins of the expected calibration error.")
+    precision: Precision | None = Field(
+        None, description="Arithmetic of evaluation (fp32, bf16 or auto, as train.precision); unset: the training's."
+    )
 
 
 class RunConfig(_Section):

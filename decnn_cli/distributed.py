@@ -1,9 +1,11 @@
 """Multi-process training with PyTorch's own engine: ``torchrun --nproc-per-node K -m decnn_cli train ...``.
 
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; with WORLD_SIZE > 1 each process joins a process group (NCCL on
-CUDA, gloo on CPU), trains a DistributedDataParallel replica on its shard of every batch, and only rank 0
-logs, evaluates and writes the run folder. ``data.batch_size`` stays the global batch: each of the K
-processes takes ``batch_size // K``, so one step sees the same number of examples as a single process does.
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and MASTER_ADDR; every process it launches (one alone included, so
+DDP over NCCL runs on a single GPU too) joins a process group (NCCL on CUDA, gloo on CPU), trains a
+DistributedDataParallel replica on its shard of every batch, and only rank 0 logs, evaluates and writes the run
+folder. A process started without torchrun trains alone, without a process group. ``data.batch_size`` stays the
+global batch: each of the K processes takes ``batch_size // K``, so one step sees the same number of examples as
+a single process does.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    backend: str | None = None  # of the process group joined ('nccl', 'gloo'); None: none joined
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -38,17 +41,16 @@ class Distributed:
 
 
 def setup(device: torch.device) -> Distributed:
-    """Join the process group that torchrun describes in the environment (a no-op for a single process)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    """Join the process group that torchrun describes in the environment (none for a process started alone)."""
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return Distributed()
+    world_size = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return Distributed(rank, world_size, local_rank)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world_size, local_rank, dist.get_backend())
 
 
 def device_for(name: str, ctx: Distributed, resolved: torch.device) -> torch.device:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from decnn_cli import distributed
-from decnn_cli.config import RunConfig, TrainConfig
+from decnn_cli.config import Precision, RunConfig, TrainConfig
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.distributed import Distributed
 from decnn_cli.errors import DecnnError
@@ -32,6 +34,8 @@ from decnn_cli.methods import LossContext, MethodSpec, get_method
 from decnn_cli.results import atomic_file
 
 CHECKPOINT_FORMAT = 1
+# A precision once resolved on a device: what a run actually computes in.
+Resolved = Literal["fp32", "bf16"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,10 +69,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (the rule of precision 'auto'): a CUDA GPU of compute
+    capability 8.0 or newer, or a CPU whose flags include avx512_bf16 or amx_bf16 (/proc/cpuinfo on Linux,
+    torch's own check of avx512_bf16 elsewhere). Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cpu":
+        return False
+    flags = _cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check is not None and check())
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device, choice: Precision | None = None) -> Resolved:
+    """The arithmetic a run computes in on ``device``: ``choice`` (else ``cfg.precision``), 'auto' resolved by
+    ``bf16_is_fast``; with neither set, ``cfg.amp`` decides as it did before precision existed (bf16 on CUDA)."""
+    choice = choice or cfg.precision
+    if choice is None:
+        return "bf16" if cfg.amp and device.type == "cuda" else "fp32"
+    if choice == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return choice
+
+
+def autocast(device: torch.device, precision: Resolved) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` (CPU or CUDA) for 'bf16'; nothing for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -141,6 +184,7 @@ def fit(
     (``dctx``) the loss runs through DistributedDataParallel and the epoch's sums are reduced over ranks.
     """
     dctx = dctx or Distributed()
+    precision = resolve_precision(cfg, device)
     step_loss = distributed.wrap(model, method, ctx, dctx, device)
     # The loss terms' own modules (the adversary) train beside the model.
     params = [p for module in (model, *ctx.modules) for p in module.parameters() if p.requires_grad]
@@ -166,7 +210,7 @@ def fit(
         part_sums: dict[str, torch.Tensor] = {}
         for i, (x, y, groups) in enumerate(_grouped_batches(train_loader, device)):
             ctx.progress = ((epoch - 1) * steps_per_epoch + i) / (cfg.epochs * steps_per_epoch)
-            with autocast(device, cfg.amp):
+            with autocast(device, precision):
                 loss, logits, parts = step_loss(x, y, groups)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,7 +231,7 @@ def fit(
                 if progress is not None:
                     status = f"epoch {epoch} loss {loss_sum.item() / seen:.4f} acc {correct_sum.item() / seen:.3f}"
                     progress.update(task_id, completed=(epoch - 1) * steps_per_epoch + i + 1, status=status)
-        val_accuracy = point_accuracy(model, method, val_loader, ctx, device)
+        val_accuracy = point_accuracy(model, method, val_loader, ctx, device, precision)
         per_rank = distributed.all_gather_ints(seen, dctx, device)
         loss_sum = distributed.all_reduce_sum(loss_sum, dctx)
         correct_sum = distributed.all_reduce_sum(correct_sum, dctx)
@@ -223,27 +267,37 @@ def _raise_if_nonfinite(first_bad: torch.Tensor, epoch: int, steps_per_epoch: in
 
 @torch.no_grad()
 def point_accuracy(
-    model: nn.Module, method: MethodSpec, loader: DataLoader, ctx: LossContext, device: torch.device
+    model: nn.Module,
+    method: MethodSpec,
+    loader: DataLoader,
+    ctx: LossContext,
+    device: torch.device,
+    precision: Resolved = "fp32",
 ) -> float:
     """Accuracy of f's own forward pass (per attribute, averaged, for multi-label tasks)."""
     model.eval()
     point = method.point(model)
     correct, seen = 0.0, 0
     for x, y in _batches(loader, device):
-        correct += ctx.task.hits(ctx.task.probs(point(x).float()), y).sum().item()
+        with autocast(device, precision):
+            logits = point(x)
+        correct += ctx.task.hits(ctx.task.probs(logits.float()), y).sum().item()
         seen += x.shape[0]
     return correct / max(seen, 1)
 
 
 @torch.no_grad()
-def reconstruction_errors(model: nn.Module, loader: DataLoader, device: torch.device) -> list[float]:
+def reconstruction_errors(
+    model: nn.Module, loader: DataLoader, device: torch.device, precision: Resolved = "fp32"
+) -> list[float]:
     """Per-pixel MSE between g(h_l) and x for every layer l, averaged over ``loader``: [L floats]."""
     model.eval()
     sums: torch.Tensor | None = None
     seen = 0
     for x, _ in _batches(loader, device):
-        _, hidden = model(x)
-        decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W)
+        with autocast(device, precision):
+            _, hidden = model(x)
+            decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W)
         err = ((decoded.float() - x.unsqueeze(0)) ** 2).flatten(2).mean(2).sum(1)  # (L,)
         sums = err if sums is None else sums + err
         seen += x.shape[0]

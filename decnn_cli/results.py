@@ -23,6 +23,8 @@ import pandas as pd
 
 from decnn_cli.config import RunConfig
 from decnn_cli.data import DATASETS
+from decnn_cli.data.sources import dataset_label
+from decnn_cli.errors import DecnnError
 from decnn_cli.methods import METHODS, AdversaryTerms, PretrainedTerms
 
 FINISHED_MARKER = "metrics.json"
@@ -47,6 +49,33 @@ def git_revision() -> str | None:
         return None
 
 
+def check_writable_folder(folder: Path, what: str, option: str) -> None:
+    """Fail early, with one error naming ``option``, when ``folder`` is a file or could not be made or written
+    (checked on its first existing ancestor); nothing is created."""
+    if folder.exists() and not folder.is_dir():
+        raise DecnnError(f"the {what} {folder} is a file; pass a folder with {option}")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise DecnnError(
+            f"cannot create the {what} {folder} ({existing} is a file); pass a writable folder with {option}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DecnnError(f"cannot write in {existing} (permission denied); pass a writable {what} with {option}")
+
+
+def writable_folder(folder: Path, what: str, option: str) -> None:
+    """Create ``folder`` (and its parents) unless it exists; a file in its place or a folder that cannot be made is
+    one error naming ``option``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DecnnError(f"the {what} {folder} is a file; pass a folder with {option}") from None
+    except OSError as err:
+        raise DecnnError(
+            f"cannot create the {what} {folder} ({err.strerror}); pass a writable folder with {option}"
+        ) from None
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """An open temporary file beside ``path``, renamed onto ``path`` when the block ends without an error.
@@ -55,7 +84,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     creates files, with mode 0666 less the umask (0644 under umask 022); ``tempfile.mkstemp`` would make it 0600.
     On an error it is removed and ``path`` is left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent, "results folder", "--results")
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
@@ -63,6 +92,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             break
         except FileExistsError:
             continue
+        except OSError as err:
+            raise DecnnError(f"cannot write {path} ({err.strerror}); pass a writable folder with --results") from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -95,8 +126,9 @@ def run_name(cfg: RunConfig, when: datetime | None = None) -> str:
 
 
 def run_label(cfg: RunConfig) -> str:
-    """``<dataset>__<method>``, then the run's tags, each after ``__``."""
-    return "__".join([cfg.data.name, str(cfg.method.name), *run_tags(cfg)])
+    """``<dataset>__<method>``, then the run's tags, each after ``__``; the dataset as ``sources.dataset_label``
+    names it (a ``folder:`` dataset by its last path component)."""
+    return "__".join([dataset_label(cfg.data.name), str(cfg.method.name), *run_tags(cfg)])
 
 
 def run_tags(cfg: RunConfig) -> list[str]:
@@ -120,9 +152,9 @@ def run_tags(cfg: RunConfig) -> list[str]:
         terms = PretrainedTerms.of(cfg.method)
         if terms.compose_with is not None:
             kind = "compose" if terms.compose_target == "reconstruction" else "compose-direct"
-            tags.append(f"{kind}-{_model_name(terms.compose_with, data.name)}")
+            tags.append(f"{kind}-{_model_name(terms.compose_with, dataset_label(data.name))}")
         if terms.protect_with is not None:
-            tags.append(f"protect-{_model_name(terms.protect_with, data.name)}")
+            tags.append(f"protect-{_model_name(terms.protect_with, dataset_label(data.name))}")
     if spec is not None and spec.accepts_adversary:
         adversary = AdversaryTerms.of(cfg.method)
         if adversary.active:
@@ -241,7 +273,11 @@ class RunFolder:
         self.path = out_dir / f"{PARTIAL_PREFIX}{self.final.name}"
 
     def __enter__(self) -> RunFolder:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.out_dir, "runs folder", "--out")
+        if not os.access(self.out_dir, os.W_OK | os.X_OK):
+            raise DecnnError(
+                f"cannot write in the runs folder {self.out_dir} (permission denied); pass another with --out"
+            )
         remove_stale_partials(self.out_dir)
         base, suffix = self.final.name, 1
         while True:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from decnn_cli.data.spec import Task
+from decnn_cli.engine import Resolved, autocast
 from decnn_cli.methods import MethodSettings, MethodSpec
 from decnn_cli.results import save_npz_atomic
 from decnn_cli.tasks import TaskHead
@@ -85,8 +86,10 @@ def predict(
     progress: Progress | None = None,
     description: str = "predict",
     transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    precision: Resolved = "fp32",
 ) -> Predictions:
-    """Run f and the method's sampler over ``loader``; ``transform(x, y)`` (e.g. an attack) maps inputs first."""
+    """Run f and the method's sampler over ``loader`` in ``precision`` ('bf16': autocast); ``transform(x, y)``
+    (e.g. an attack) maps inputs first, in full precision."""
     model.eval()
     point = method.point(model)
     labels, point_probs, mean_probs, votes = [], [], [], []
@@ -96,8 +99,10 @@ def predict(
         if transform is not None:
             with torch.enable_grad():
                 x = transform(x, y.to(device)).detach()
-        p_point = task.probs(point(x).float())
-        p_samples = task.probs(method.sample(model, x, samples, settings).float())  # (S, B, K)
+        with autocast(device, precision):
+            point_logits, sampled_logits = point(x), method.sample(model, x, samples, settings)  # (B, K), (S, B, K)
+        p_point = task.probs(point_logits.float())
+        p_samples = task.probs(sampled_logits.float())
         labels.append(y.numpy())
         point_probs.append(p_point.cpu().numpy())
         mean_probs.append(p_samples.mean(0).cpu().numpy())

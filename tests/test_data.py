@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from decnn_cli.config import DataConfig
 from decnn_cli.data import DATASETS, load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from tests.conftest import REAL_DATA_ROOT, requires_real_data, write_celeba, write_idx
+from tests.conftest import REAL_DATA_ROOT, requires_real_data, write_celeba, write_idx, write_mnist_like
 
 
 def _check_split(ds, shape, n_max=None):
@@ -314,3 +315,45 @@ def test_real_mnist_trains_and_fashion_scores_as_more_uncertain(tmp_path: Path):
     options = OODOptions(results_dir=tmp_path / "results", outliers=("fashion",), limit=500, show_progress=False)
     rows = evaluate_ood([run.run_dir], options)
     assert rows[0]["auroc_predictive_entropy"] > 0.6  # clothing is more uncertain than digits
+
+
+def gzip_only(root: Path, folder: str) -> None:
+    """Replace every file of ``root/folder/raw`` by its gzip archive, as the published MNIST files are."""
+    raw = root / folder / "raw"
+    for path in list(raw.iterdir()):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+
+
+def test_mnist_and_fashion_load_from_gz_only_folders(tmp_path: Path):
+    plain = write_mnist_like(tmp_path / "plain", "MNIST")
+    write_mnist_like(plain, "FashionMNIST", seed=1)
+    packed = write_mnist_like(tmp_path / "packed", "MNIST")
+    write_mnist_like(packed, "FashionMNIST", seed=1)
+    for folder in ("MNIST", "FashionMNIST"):
+        gzip_only(packed, folder)
+    for name in ("mnist", "fashion"):
+        want = load_splits(DataConfig(name=name, root=plain))
+        got = load_splits(DataConfig(name=name, root=packed))
+        for split in ("train", "val", "test"):
+            assert torch.equal(want.__dict__[split].tensors[0], got.__dict__[split].tensors[0])
+            assert torch.equal(want.__dict__[split].tensors[1], got.__dict__[split].tensors[1])
+
+
+def test_a_corrupt_gz_file_is_named(tmp_path: Path):
+    root = write_mnist_like(tmp_path, "MNIST")
+    gzip_only(root, "MNIST")
+    (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + bytes(20)))
+    with pytest.raises(DecnnError, match="t10k-images-idx3-ubyte.gz is corrupt"):
+        load_splits(DataConfig(name="mnist", root=root))
+
+
+@requires_real_data
+def test_real_gz_only_folders_load_with_official_sizes(tmp_path: Path):
+    for folder, name in (("MNIST", "mnist"), ("FashionMNIST", "fashion")):
+        raw = tmp_path / folder / "raw"
+        raw.mkdir(parents=True)
+        for path in (Path(REAL_DATA_ROOT) / folder / "raw").glob("*.gz"):
+            (raw / path.name).symlink_to(path)
+        splits = load_splits(DataConfig(name=name, root=tmp_path))
+        assert len(splits.train) + len(splits.val) == 60_000 and len(splits.test) == 10_000

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from decnn_cli.experiments.train import train
 from decnn_cli.resolve import build_config
@@ -59,3 +60,32 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path):
     assert abs(ddp["test_accuracy"] - single["test_accuracy"]) <= 3.0
     assert abs(ddp["history"][-1]["train_loss"] - single["history"][-1]["train_loss"]) <= 0.05
     assert ddp["test_accuracy"] > 85.0
+
+
+@pytest.mark.slow
+def test_torchrun_one_process_joins_a_process_group(tmp_path: Path):
+    # torchrun with one process still trains through DDP (gloo here; NCCL on one GPU: tests/test_cuda.py).
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("DECNN_DATA_ROOT", None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
+    launched = subprocess.run(
+        [*torchrun, "-m", "decnn_cli", *ARGS, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
+    (run,) = tmp_path.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["distributed_backend"]) == (1, "gloo")
+    assert metrics["history"][0]["examples_per_rank"] == [600]
+
+
+def test_a_process_started_alone_joins_no_group(monkeypatch):
+    from decnn_cli import distributed
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    alone = distributed.setup(torch.device("cpu"))
+    assert not alone.enabled and alone.backend is None and alone.is_main

@@ -126,7 +126,7 @@ def test_warmup_zero_is_eq5_from_the_first_step():
     assert_close(totals[0], totals[1])
 
 
-def test_sample_paths_decodes_exactly_depth_times_per_path_and_returns_n_b_k(drawn_layers):
+def test_sample_paths_decodes_each_distinct_start_of_a_path_once_and_returns_n_b_k(drawn_layers):
     depth, n = 3, 5
     cfg, model = _network("redecnn", [f"method.recursion_depth={depth}"])
     model.eval()
@@ -139,8 +139,16 @@ def test_sample_paths_decodes_exactly_depth_times_per_path_and_returns_n_b_k(dra
     finally:
         hook.remove()
     assert samples.shape == (n, 4, 4)
-    assert decoded_rows == [n * 4] * depth, "one batched decoding of all N * B paths per depth, D in all"
-    assert len(drawn_layers) == depth
+    assert len(drawn_layers) == depth and all(layer.shape == (n * 4,) for layer in drawn_layers)
+    # Paths of one input that agree on l_0 .. l_d share their decoding at depth d + 1: one decoding per distinct
+    # (input, l_0 .. l_d), so at depth 1 at most L per input, and never more than the N * B paths.
+    starts = [(b,) for k in range(n) for b in range(4)]  # path k * 4 + b starts at input b
+    expected = []
+    for layer in drawn_layers:
+        starts = [(*start, int(layer[i])) for i, start in enumerate(starts)]
+        expected.append(len(set(starts)))
+    assert decoded_rows == [1, *expected], "one row decoded to size the chunks, then one decoding per distinct start"
+    assert expected[0] <= 3 * 4 < n * 4  # L = 3 layers
 
     # Path k of input b: f(g(h^(D-1)_{l_{D-1}})) along its own layers, row k * B + b of every draw.
     with torch.no_grad():

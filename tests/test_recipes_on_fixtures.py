@@ -8,13 +8,14 @@ import pytest
 
 from decnn_cli.experiments.reproduce import reproduce
 from tests.conftest import write_celeba
-from tests.test_speech import write_audiomnist, write_fluent
+from tests.test_speech import write_audiomnist, write_fluent, write_fsdd
 
 pytestmark = pytest.mark.slow  # whole recipes, end to end
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TINY = [
     "train.epochs=1",
+    "train.min_steps=0",  # the CPU recipes' 4,000-step floor would train a 40-image fixture for thousands of epochs
     "eval.samples=2",
     "model.depth=2",
     "model.width=16",
@@ -30,6 +31,7 @@ def fixture_root(tmp_path_factory) -> Path:
     write_celeba(root, n=40)
     write_audiomnist(root)
     write_fluent(root)
+    write_fsdd(root)
     return root
 
 
@@ -52,9 +54,12 @@ def _measured(frame, kind: str, metric: str):
 def test_speech_recipe_runs_end_to_end(fixture_root: Path, tmp_path: Path):
     comparison = _reproduce("table9/cpu", fixture_root, tmp_path)
     accuracy = _measured(comparison, "calibration", "accuracy")
-    assert set(accuracy["dataset"]) == {"audiomnist", "fluent"} and len(accuracy) == 12
+    assert set(accuracy["dataset"]) == {"fsdd"} and len(accuracy) == 7
+    assert (accuracy["runs"] == 3).all()
+    assert set(accuracy["paper_dataset"]) == {"audiomnist"}  # FSDD stands in for the paper's AudioMNIST
     ood = _measured(comparison, "ood", "auroc_vote_entropy")
-    assert set(ood["outlier"]) == {"audiomnist", "fluent"}
+    assert set(ood["model"]) == set(accuracy["model"])  # every method, against the corrupted spectrograms
+    assert {"corrupt (mean)", "corrupt:fog@3", "corrupt:shot_noise@3"} <= set(ood["outlier"])
     assert "paper Table 9" in (tmp_path / "results" / "table9-cpu.md").read_text()
 
 

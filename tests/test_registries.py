@@ -15,7 +15,16 @@ HEAVY = ("torch", "torchvision", "torchaudio", "torchattacks", "pandas", "sklear
 
 
 @pytest.mark.parametrize(
-    "module", ["decnn_cli.cli", "decnn_cli.methods", "decnn_cli.data", "decnn_cli.config", "decnn_cli.resolve"]
+    "module",
+    [
+        "decnn_cli.cli",
+        "decnn_cli.methods",
+        "decnn_cli.data",
+        "decnn_cli.data.sources",
+        "decnn_cli.detectors",
+        "decnn_cli.config",
+        "decnn_cli.resolve",
+    ],
 )
 def test_the_cli_and_the_registries_import_no_heavy_library(module: str):
     code = f"import sys, {module}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"

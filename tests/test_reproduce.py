@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from decnn_cli.cli import app
 from decnn_cli.errors import ConfigError
-from decnn_cli.experiments.reproduce import compare_with_paper, load_recipe, plan, reproduce
+from decnn_cli.experiments.reproduce import compare_with_paper, load_recipe, plan, reproduce, staging_name
 from decnn_cli.paper import PAPER
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -315,3 +317,59 @@ def test_min_steps_keys_a_run_folder_only_where_it_raises_the_epochs():
         names[floor] = {r.folder.name for r in runs if r.seed == 0 and r.dataset == "mnist"}
     assert names[4000] == names[0] == set(PUBLISHED.values()), "a floor below 8,440 steps changes nothing"
     assert not names[9000] & names[0], "a floor above it raises the epochs: new runs"
+
+
+def test_the_detectors_recipe_shares_its_runs_with_tables_1a_and_2():
+    detectors = {r.folder.name for r in plan(load_recipe(RECIPES / "detectors" / "cpu.toml"))}
+    shared = {r.folder.name for t in ("table1a", "table2") for r in plan(load_recipe(RECIPES / t / "cpu.toml"))}
+    assert len(detectors) == 24 and detectors <= shared
+    assert {PUBLISHED[m] for m in ("standard", "mc-dropout", "ensemble")} <= detectors
+    [evaluation] = load_recipe(RECIPES / "detectors" / "cpu.toml").evaluations
+    assert staging_name(evaluation) == "ood_l2000_n128_detectors"  # not table 2's rows, which have no detectors
+
+
+DETECTING = MINI.replace('paper = ["1a"]', 'paper = []\nside_by_side = ["redecnn:vote_entropy", "standard:energy"]')
+DETECTING = DETECTING.replace('kind = "calibration"', 'kind = "ood"\ndetectors = ["energy", "recon_error"]')
+
+
+def test_a_recipe_scores_detectors_beside_sampled_scores_side_by_side(tmp_path: Path):
+    images = tmp_path / "my-photos"
+    for c in range(2):
+        (images / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(images / f"c{c}" / f"{i}.png")
+    recipe = tmp_path / "detecting.toml"
+    outliers = f'outliers = {{ "*" = ["folder:{images}", "attack:fgsm@0.3"] }}'
+    recipe.write_text(
+        DETECTING.replace('detectors = ["energy", "recon_error"]', f'detectors = ["energy", "recon_error"]\n{outliers}')
+    )
+    results = tmp_path / "results"
+    reproduce(recipe, results, out_dir=tmp_path / "runs", show_progress=False)
+    staged = pd.read_csv(results / "evaluations" / "ood_d-energy-recon_error.csv")
+    assert set(staged["outlier"]) == {"folder:my-photos", "attack:fgsm@0.3"} and len(staged) == 8
+    redecnn = staged[staged["method"] == "redecnn"]
+    assert redecnn["auroc_recon_error"].between(0, 1).all() and staged["auroc_energy"].between(0, 1).all()
+    assert staged[staged["method"] == "standard"]["auroc_recon_error"].isna().all()
+    markdown = (results / "mini.md").read_text()
+    assert (
+        "## Side by side: OOD ROC-AUC" in markdown
+        and "| digits vs | redecnn: vote_entropy | standard: energy |" in markdown
+    )
+    assert "| folder:my-photos |" in markdown
+    # Every row is there under the names the recipe's outlier sets give: nothing is evaluated twice.
+    stamp = (results / "evaluations" / "ood_d-energy-recon_error.csv").stat().st_mtime_ns
+    reproduce(recipe, results, out_dir=tmp_path / "runs", show_progress=False)
+    assert (results / "evaluations" / "ood_d-energy-recon_error.csv").stat().st_mtime_ns == stamp
+
+
+def test_recipes_name_unknown_detectors_and_outlier_sets(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DETECTING.replace('"energy"', '"odin"'))
+    with pytest.raises(ConfigError, match="unknown detector 'odin'"):
+        load_recipe(bad)
+    bad.write_text(DETECTING.replace('detectors = ["energy", "recon_error"]', 'outliers = { "*" = ["svhn"] }'))
+    with pytest.raises(ConfigError, match="unknown outlier set 'svhn'"):
+        load_recipe(bad)
+    bad.write_text(DETECTING.replace('"standard:energy"', '"standard energy"'))
+    with pytest.raises(ConfigError, match="model:score"):
+        load_recipe(bad)

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from decnn_cli.config import RUN_SECTIONS, RunConfig
+from decnn_cli.data import DATASETS
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.planning import folder_name
 from decnn_cli.methods import METHODS, LossContext, MethodSpec, get_method, method_keys
-from decnn_cli.resolve import build_config
+from decnn_cli.resolve import ONLY_SOME_DATASETS, build_config
 from decnn_cli.results import run_name
 from decnn_cli.tasks import TaskHead
 
@@ -36,6 +37,8 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("data", "split"): "identity",
     ("data", "test_fraction"): 0.3,
     ("data", "stratify"): "Male",
+    ("data", "image_size"): [32, 32],
+    ("data", "channels"): 3,
     ("model", "arch"): "cnn",
     ("model", "depth"): 4,
     ("model", "width"): 64,
@@ -55,9 +58,11 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("train", "compile"): True,
     ("train", "channels_last"): True,
     ("train", "amp"): False,
+    ("train", "precision"): "bf16",
     ("eval", "samples"): 3,
     ("eval", "batch_size"): 4,
     ("eval", "ece_bins"): 4,
+    ("eval", "precision"): "bf16",
     ("out_dir",): "/elsewhere/runs",
     ("method", "beta"): 1.0,
     ("method", "alpha"): 0.5,
@@ -100,6 +105,8 @@ CHANGES_RESULT = {
     ("data", "split"): False,  # CelebA's only
     ("data", "test_fraction"): False,
     ("data", "stratify"): False,
+    ("data", "image_size"): False,  # read by folder: and torchvision: datasets only
+    ("data", "channels"): False,
     ("model", "arch"): True,
     ("model", "depth"): True,
     ("model", "width"): True,
@@ -119,9 +126,11 @@ CHANGES_RESULT = {
     ("train", "compile"): True,  # compiled kernels may round differently
     ("train", "channels_last"): False,
     ("train", "amp"): True,  # bf16 on CUDA
+    ("train", "precision"): True,  # bf16 rounds every matmul of training
     ("eval", "samples"): False,  # evaluation settings: the trained model is the same
     ("eval", "batch_size"): False,
     ("eval", "ece_bins"): False,
+    ("eval", "precision"): False,
     ("out_dir",): False,
 }
 
@@ -156,6 +165,11 @@ def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
             with pytest.raises(ConfigError, match="act on decoded activations"):
                 _name(name, _override(key, value))
             continue
+        if key[0] == "data" and key[1] in ONLY_SOME_DATASETS and key[1] not in DATASETS["digits"].reads:
+            # Asked for on a dataset that does not read it: an error, not a run that records it and ignores it.
+            with pytest.raises(ConfigError, match=f"data.{key[1]}: dataset 'digits' has no {key[1]}"):
+                _name(name, _override(key, value))
+            continue
         if setting is not None:
             # A method reads its own settings, and the pretrained-model terms once it is given a model (the
             # weight or target of a term without its model is read by nobody).
@@ -182,6 +196,16 @@ def test_a_terms_weight_and_target_rename_the_folder_once_its_model_is_given(nam
         base = _name(name, given)
         for key in keys:
             assert _name(name, given, _override(("method", key), CHANGED[("method", key)])) != base, key
+
+
+def test_precision_renames_folders_only_when_set_and_then_amp_is_not_read():
+    base = _name("redecnn")
+    names = {choice: _name("redecnn", f"train.precision={choice!r}") for choice in ("fp32", "bf16", "auto")}
+    assert len({base, *names.values()}) == 4  # unset (amp decides), fp32, bf16 and auto each name their own runs
+    assert _name("redecnn", "train.amp=false") != base  # unset: amp is read, as before precision existed
+    for choice, name in names.items():
+        assert _name("redecnn", f"train.precision={choice!r}", "train.amp=false") == name  # set: amp is not read
+    assert _name("redecnn", "eval.precision='bf16'") == base  # evaluation settings do not key the run
 
 
 def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
@@ -211,6 +235,29 @@ def test_celebas_identity_split_and_the_attribute_it_stratifies_on_rename_its_fo
     assert _name("redecnn", *bearded, "data.split=identity", "data.test_fraction=0.3") != identity
     # The official partition is the default: naming it changes nothing.
     assert _name("redecnn", *bearded, "data.split=official") == official
+
+
+def test_folder_datasets_are_named_safely_and_keyed_on_their_path_and_image_shape(tmp_path: Path):
+    tree = tmp_path / "my images" / "set:a"
+    (tree / "cat").mkdir(parents=True)
+    (tree / "cat" / "1.png").write_bytes(b"")  # found by name; not read when naming runs
+    name = f"data.name='folder:{tree}'"
+    base = _name("standard", name)
+    assert base.startswith("folder-set-a__standard__") and "/" not in base
+    assert _name("standard", name, "data.image_size=32") != base
+    assert _name("standard", name, "data.image_size=32") == _name("standard", name, "data.image_size=[32, 32]")
+    assert _name("standard", name, "data.channels=3") != base
+    other = tmp_path / "elsewhere" / "set:a"
+    (other / "cat").mkdir(parents=True)
+    (other / "cat" / "1.png").write_bytes(b"")
+    assert _name("standard", f"data.name='folder:{other}'") != base  # the same folder name, other data
+    # The same folder written differently is the same dataset.
+    assert _name("standard", f"data.name='folder:{tree}/./'") == base
+    torchvision = _name("standard", "data.name='torchvision:kmnist'")
+    assert torchvision.startswith("torchvision-KMNIST__standard__")
+    assert torchvision == _name("standard", "data.name='torchvision:KMNIST'")
+    run = run_name(build_config(overrides=[name, "method.name=standard"]))
+    assert run.startswith("folder-set-a__standard__seed0__")
 
 
 def test_multilabel_runs_are_keyed_on_their_task_loss_and_no_other_run_is():

@@ -105,3 +105,92 @@ def test_posterior_mean_classifier_is_deterministic():
     with torch.no_grad():
         assert torch.equal(point(x), point(x))
         assert not torch.equal(model(x)[0], model(x)[0])  # the plain forward pass samples weights
+
+
+def straightforward_paths(model, x: torch.Tensor, n: int, settings) -> torch.Tensor:
+    """The activation-tree sampler written plainly (the reference): N copies of x, D decodings of all N * B rows."""
+    batch = x.shape[0]
+    current = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
+    logits, hidden = model(current)
+    for _ in range(settings.recursion_depth):
+        layer = torch.randint(len(hidden), (n * batch,), device=x.device)
+        logits, hidden = model(model.decoder.decode_selected(hidden, layer))
+    return logits.view(n, batch, -1)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("bound", [None, 3000])
+def test_sample_paths_gives_the_straightforward_samplers_logits_for_the_same_draws(arch, bound, monkeypatch):
+    from decnn_cli.methods import chunks
+
+    if bound is not None:  # a bound of a few rows: inputs and distinct paths are taken in many chunks
+        monkeypatch.setattr(chunks, "CPU_TENSOR_BYTES", bound)
+    extra = ["model.arch=cnn", "model.cnn_channels=4"] if arch == "cnn" else []
+    torch.manual_seed(0)
+    cfg = build_config(overrides=["method.name=redecnn", *SMALL, "method.recursion_depth=3", *extra])
+    method = get_method("redecnn")
+    settings, model = method.settings_of(cfg), method.network(cfg, SPEC).eval()
+    x = torch.rand(7, 1, 8, 8)
+    largest = 0
+
+    def record(module, inputs, output):
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.shape[0])
+
+    for n in (1, 4, 13):
+        with torch.no_grad():
+            torch.manual_seed(n)
+            expected = straightforward_paths(model, x, n, settings)
+            handles = [m.register_forward_hook(record) for m in model.modules()]
+            torch.manual_seed(n)
+            samples = method.sample(model, x, n, settings)
+            for handle in handles:
+                handle.remove()
+        # The same paths, so the same logits (up to float rounding of matmuls over fewer rows) and the same votes.
+        torch.testing.assert_close(samples, expected, rtol=1e-5, atol=1e-6)
+        assert torch.equal(samples.argmax(-1), expected.argmax(-1))
+    if bound is not None:
+        rows = chunks.rows_per_call(model, lambda row: model.decoder.decode_all(model(row)[1]), x)
+        assert rows < 13 * 7 and largest <= rows, "no call takes more rows than the bound allows"
+
+
+def straightforward_samples(name: str, model, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The other samplers written plainly: one batched call over N copies of the batch (or each member)."""
+    if name == "mc-dropout":
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        for m in dropouts:
+            m.train()
+        logits, _ = model(x.unsqueeze(0).expand(n, *x.shape).reshape(n * x.shape[0], *x.shape[1:]))
+        for m in dropouts:
+            m.eval()
+        return logits.view(n, x.shape[0], -1)
+    if name == "bayesnn":
+        return model(x.unsqueeze(0).expand(n, *x.shape))[0]
+    if name == "ensemble":
+        return torch.stack([member(x)[0] for member in model.members])
+    return model(x)[0].unsqueeze(0)
+
+
+@pytest.mark.parametrize("name", ["standard", "decnn", "dropout", "mc-dropout", "bayesnn", "ensemble"])
+def test_every_sampler_gives_the_straightforward_logits_for_the_same_draws(name: str, monkeypatch):
+    settings, method, model = _model(name)
+    x = torch.rand(9, 1, 8, 8)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        expected = straightforward_samples(name, model, x, 6)
+        torch.manual_seed(4)
+        samples = method.sample(model, x, 6, settings)  # one chunk: the draws are made in the same order
+    torch.testing.assert_close(samples, expected, rtol=1e-5, atol=1e-6)
+    assert not any(m.training for m in model.modules())
+
+    from decnn_cli.methods import chunks
+
+    monkeypatch.setattr(chunks, "CPU_TENSOR_BYTES", 600)  # a few rows per call: many chunks
+    with torch.no_grad():
+        chunked = method.sample(model, x, 6, settings)
+    assert chunked.shape == expected.shape and torch.isfinite(chunked).all()
+    if method.stochastic and name != "ensemble":  # each chunk draws its own masks or weights
+        assert len({tuple(s.flatten().tolist()) for s in chunked}) == chunked.shape[0]
+    else:
+        torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,9 @@
 """Datasets by name -> seeded (train, val, test) splits with inputs in [0, 1].
 
-One explicit registry: the CLI's choices and the tests' parametrisation both come from ``DATASETS``. Importing
-it imports no torch: each entry names its loader, which is imported when a run loads the dataset.
+One explicit registry: ``decnn datasets`` and the tests' parametrisation come from ``DATASETS``. Besides its names,
+a dataset may be named by a prefix (``decnn_cli.data.sources``, the one resolver of ``--dataset`` and
+``--outlier``): ``folder:PATH`` (an image-folder tree or a folder of IDX files) and ``torchvision:NAME``. Importing
+this module imports no torch: each entry names its loader, which is imported when a run loads the dataset.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from decnn_cli.data import sources
 from decnn_cli.errors import DecnnError
 
 if TYPE_CHECKING:
@@ -133,10 +136,36 @@ DATASETS: dict[str, DatasetEntry] = {
 }
 
 
+# The [data] keys that datasets named by a prefix read: the shape their images are converted to.
+IMAGE_OPTIONS = frozenset({"image_size", "channels"})
+PREFIXED: dict[str, DatasetEntry] = {
+    sources.FOLDER: DatasetEntry(
+        "an image-folder tree (one subfolder per class; train/, val/, test/ when present) or MNIST-style IDX files",
+        _loader("folder"),
+        False,
+        reads=IMAGE_OPTIONS,
+    ),
+    sources.TORCHVISION: DatasetEntry(
+        "a dataset of torchvision.datasets, read from the data root in torchvision's layout",
+        _loader("folder", "load_torchvision"),
+        True,
+        reads=IMAGE_OPTIONS,
+    ),
+}
+
+
 def get_dataset(name: str) -> DatasetEntry:
-    if name not in DATASETS:
-        raise DecnnError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-    return DATASETS[name]
+    """The entry of a registered name, or of a ``folder:`` / ``torchvision:`` name (checked: the folder exists and
+    holds images, the torchvision dataset is one of ``sources.TORCHVISION_SETS``); otherwise one error that lists
+    the valid forms."""
+    if name in DATASETS:
+        return DATASETS[name]
+    for prefix, entry in PREFIXED.items():
+        if name.startswith(prefix):
+            sources.check_dataset(name)
+            return entry
+    sources.canonical_dataset(name)  # raises, listing the valid forms
+    raise DecnnError(f"unknown dataset {name!r}; choose from {sources.dataset_forms()}")
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -144,4 +173,4 @@ def load_splits(cfg: DataConfig) -> Splits:
     return get_dataset(cfg.name).load(cfg)
 
 
-__all__ = ["DATASETS", "DatasetEntry", "get_dataset", "load_splits"]
+__all__ = ["DATASETS", "PREFIXED", "DatasetEntry", "get_dataset", "load_splits"]

@@ -27,15 +27,12 @@ from scipy import ndimage
 from skimage import color, feature, transform, util
 from torchvision.utils import save_image
 
+from decnn_cli.data.sources import DEFAULT_SEVERITY, SEVERITIES, parse_corruption_spec
 from decnn_cli.errors import DecnnError
 from decnn_cli.results import atomic_file
 
 Corruption = Callable[[torch.Tensor, Any, np.random.Generator], torch.Tensor]
 
-SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
-# Severity 3 is the setting of MNIST-C's released data set, so a run at the default compares with published MNIST-C
-# numbers.
-DEFAULT_SEVERITY = 3
 REFERENCE_SIZE = 28
 SHEET_COLUMNS = 8
 _BILINEAR = TF.InterpolationMode.BILINEAR
@@ -415,11 +412,6 @@ SEVERITY_PARAMS: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "canny_edges": (0.5, 0.75, 1.0, 1.5, 2.0),  # the detector's smoothing sigma, px (MNIST-C: the default 1)
 }
 
-_USAGE = (
-    f"write corrupt:NAME or corrupt:NAME@SEVERITY with NAME 'all' or one of {', '.join(CORRUPTIONS)} "
-    f"and SEVERITY one of {', '.join(map(str, SEVERITIES))}"
-)
-
 
 def _check(name: str, severity: int) -> None:
     if name not in CORRUPTIONS:
@@ -442,26 +434,6 @@ def corrupt(images: torch.Tensor, name: str, severity: int = DEFAULT_SEVERITY, s
     x = images.detach().to("cpu", torch.float32)
     out = CORRUPTIONS[name](x, SEVERITY_PARAMS[name][severity - 1], np.random.default_rng(seed))
     return out.clamp(0.0, 1.0).to(images.device, images.dtype)
-
-
-def parse_corruption_spec(spec: str) -> list[tuple[str, int]]:
-    """``corrupt:NAME[@SEVERITY]`` or ``corrupt:all[@SEVERITY]`` -> [(name, severity), ...] in CORRUPTIONS order.
-
-    'corrupt:fog' -> [('fog', 3)]; 'corrupt:fog@5' -> [('fog', 5)]; 'corrupt:all@2' -> all 15 at severity 2.
-    Anything else raises DecnnError saying what to write.
-    """
-    prefix = "corrupt:"
-    if not spec.startswith(prefix):
-        raise DecnnError(f"corruption spec {spec!r} does not start with {prefix!r}; {_USAGE}")
-    name, at, level = spec[len(prefix) :].partition("@")
-    if at and not (level.isascii() and level.isdigit() and int(level) in SEVERITIES):
-        raise DecnnError(f"severity {level!r} in {spec!r} is not valid; {_USAGE}")
-    severity = int(level) if at else DEFAULT_SEVERITY
-    if name == "all":
-        return [(each, severity) for each in CORRUPTIONS]
-    if name not in CORRUPTIONS:
-        raise DecnnError(f"unknown corruption {name!r} in {spec!r}; {_USAGE}")
-    return [(name, severity)]
 
 
 def corruption_sheet(image: torch.Tensor, path: Path, severity: int = DEFAULT_SEVERITY) -> None:

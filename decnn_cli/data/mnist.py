@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -10,6 +9,8 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets
 
 from decnn_cli.config import DataConfig
+from decnn_cli.data import idx
+from decnn_cli.data.idx import IDX_FILES
 from decnn_cli.data.roots import resolve_root
 from decnn_cli.data.spec import DataSpec, Splits, channel_stats
 from decnn_cli.data.splitting import finish_splits
@@ -22,16 +23,27 @@ _SOURCES = {
 
 
 def read_split(cfg: DataConfig, name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split of ``name`` as (N, 1, 28, 28) floats in [0, 1] and labels (N,)."""
+    """One split of ``name`` as (N, 1, 28, 28) floats in [0, 1] and labels (N,).
+
+    torchvision reads the four uncompressed IDX files; a folder that holds a split's files only as the published
+    ``.gz`` archives (a read-only copy, say) is read from those.
+    """
     cls, folder = _SOURCES[name]
     root = resolve_root(cfg, f"{folder}/raw/ (torchvision's layout)")
+    raw = root / folder / "raw"
+    prefix = "train" if train else "t10k"
+    uncompressed = all((raw / f"{p}-{suffix}").is_file() for p in ("train", "t10k") for suffix in IDX_FILES)
+    if not uncompressed and not cfg.download:
+        images, labels = (idx.find(raw, f"{prefix}-{suffix}") for suffix in IDX_FILES)
+        if images is not None and labels is not None:
+            return idx.read_idx(images).unsqueeze(1).float() / 255.0, idx.read_idx(labels).long()
     try:
         ds = cls(str(root), train=train, download=cfg.download)
     except RuntimeError as err:
         if "not found" in str(err).lower():
             raise DecnnError(
-                f"{folder} files are missing under {root / folder / 'raw'}; put the four IDX files there "
-                "(torchvision's layout) or add --download"
+                f"{folder} files are missing under {raw}; put the four IDX files there, raw or as the published "
+                ".gz files (torchvision's layout), or add --download"
             ) from None
         raise _corrupt(folder, root, train, err) from None
     except (AssertionError, ValueError, TypeError, OSError, EOFError) as err:
@@ -40,33 +52,13 @@ def read_split(cfg: DataConfig, name: str, train: bool) -> tuple[torch.Tensor, t
     return x, ds.targets.long()
 
 
-# IDX magic numbers: two zero bytes, the element type (0x08: unsigned byte), the number of dimensions.
-_IDX_FILES = {"images-idx3-ubyte": ("image", 0x00000803), "labels-idx1-ubyte": ("label", 0x00000801)}
-
-
-def _idx_problem(path: Path, kind: str, magic: int) -> str | None:
-    """What is wrong with the header or length of one IDX file, as the start of a sentence; None if nothing."""
-    data = path.read_bytes()
-    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
-    if found != magic:
-        seen = f"{found:#010x}" if found is not None else f"missing from its {len(data)} bytes"
-        return f"{path} is not an IDX {kind} file (its magic number is {seen} where {kind} files have {magic:#010x})"
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + math.prod(dims) if len(data) >= header else header
-    if len(data) != expected:
-        return f"{path} is corrupt (it holds {len(data)} bytes where its header asks for {expected})"
-    return None
-
-
 def _corrupt(folder: str, root: Path, train: bool, err: Exception) -> DecnnError:
     """The clearest error for an IDX split torchvision could not read: the file at fault when one can be named."""
     raw = root / folder / "raw"
-    for suffix, (kind, magic) in _IDX_FILES.items():
+    for suffix, (kind, magic) in IDX_FILES.items():
         path = raw / f"{'train' if train else 't10k'}-{suffix}"
         try:
-            problem = _idx_problem(path, kind, magic)
+            problem = idx.idx_problem(path.read_bytes(), path, kind, magic)
         except OSError:
             continue
         if problem:

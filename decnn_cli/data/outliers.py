@@ -1,10 +1,12 @@
 """Out-of-distribution inputs for a trained run, converted to the run's input shape.
 
-Sources (``--outlier``): another registered dataset's test split (``mnist``, ``fashion``, ``celeba``, ``digits``,
-``audiomnist``, ...),
-``patches`` (crops of the natural photographs bundled with scikit-learn), ``corrupt:<name>[@severity]`` /
-``corrupt:all`` (MNIST-C corruptions of the inlier test split) and ``celeba-holdout:<Attribute>`` (every CelebA
-image with the attribute that a run trained with ``--holdout-attr`` never saw).
+Sources (``--outlier``, checked by ``decnn_cli.data.sources.check_outlier`` before anything is loaded): another
+dataset's test split (a registered name such as ``mnist``, ``fashion``, ``celeba``, ``digits``, ``audiomnist``, or
+``torchvision:NAME``), ``folder:PATH`` (every image under PATH, or the images of its IDX files), ``patches`` (crops
+of the natural photographs bundled with scikit-learn), ``corrupt:<name>[@severity]`` / ``corrupt:all`` (MNIST-C
+corruptions of the inlier test split) and ``celeba-holdout:<Attribute>`` (every CelebA image with the attribute that
+a run trained with ``--holdout-attr`` never saw). ``attack:<name>[@eps]`` (adversarial inputs) needs the run's
+model and is made by ``decnn_cli.experiments.ood``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from decnn_cli.config import DataConfig
 from decnn_cli.data import DATASETS, load_splits
+from decnn_cli.data.folder import convert
+from decnn_cli.data.sources import FOLDER, TORCHVISION, canonical_dataset, outlier_forms, outlier_rows
 from decnn_cli.data.spec import DataSpec
 from decnn_cli.errors import DecnnError
 
@@ -44,7 +48,7 @@ class OutlierSet:
 
 
 def outlier_names() -> list[str]:
-    return [*DATASETS, "patches", "corrupt:<name>[@severity]", "corrupt:all", "celeba-holdout:<Attribute>"]
+    return outlier_forms()
 
 
 def images_of(dataset: Dataset, limit: int | None = None) -> torch.Tensor:
@@ -58,24 +62,6 @@ def images_of(dataset: Dataset, limit: int | None = None) -> torch.Tensor:
 def unlabelled(x: torch.Tensor) -> TensorDataset:
     """Outliers carry label -1: they belong to no class of the model."""
     return TensorDataset(x, torch.full((x.shape[0],), -1, dtype=torch.long))
-
-
-def convert(x: torch.Tensor, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
-    """Images (N, C, H, W) in [0, 1] -> the model's (C', H', W'), with a sentence saying what was done."""
-    steps = []
-    c, h, w = shape
-    if x.shape[1] == 3 and c == 1:
-        x = TF.rgb_to_grayscale(x)
-        steps.append("RGB -> grayscale (ITU-R 601 luma)")
-    elif x.shape[1] == 1 and c == 3:
-        x = x.expand(-1, 3, -1, -1)
-        steps.append("grayscale -> RGB (channel copied)")
-    elif x.shape[1] != c:
-        raise DecnnError(f"cannot convert {x.shape[1]}-channel outliers to {c} channels; pick another outlier set")
-    if tuple(x.shape[-2:]) != (h, w):
-        steps.append(f"resized {x.shape[-2]}x{x.shape[-1]} -> {h}x{w} (bilinear, antialiased)")
-        x = TF.resize(x, [h, w], antialias=True)
-    return x.clamp(0.0, 1.0).contiguous(), "; ".join(steps) or "no conversion needed"
 
 
 def natural_patches(shape: tuple[int, int, int], n: int = PATCHES, seed: int = 0) -> torch.Tensor:
@@ -107,27 +93,39 @@ def build_outliers(
     ``inlier_test`` is the run's test split; ``limit`` caps every set (seeded order is kept simple: the first
     ``limit`` examples).
     """
-    if outlier in DATASETS:
-        if outlier == run_data.name:
+    if outlier in DATASETS or outlier.startswith(TORCHVISION):
+        name = canonical_dataset(outlier)
+        if name == run_data.name:
             raise DecnnError(f"outlier set {outlier!r} is the run's own dataset; pick another one")
         other = run_data.model_copy(
             update={
-                "name": outlier,
+                "name": name,
                 "subset": None,
                 "target": None,
                 "protected": None,
                 "holdout_attr": None,
                 "negate_target": False,
+                "image_size": None,
+                "channels": None,
             }
         )
         raw = images_of(load_splits(other).test, limit)
         x, how = convert(raw, spec.in_shape)
-        return [OutlierSet(outlier, unlabelled(x), f"{outlier} test split, {len(x)} images: {how}")]
+        return [OutlierSet(name, unlabelled(x), f"{name} test split, {len(x)} images: {how}")]
+    if outlier.startswith(FOLDER):
+        from decnn_cli.data.folder import outlier_images
+
+        if canonical_dataset(outlier) == run_data.name:
+            raise DecnnError(f"outlier set {outlier!r} is the run's own dataset; pick another one")
+
+        x, how = outlier_images(outlier, spec.in_shape, limit)
+        return [OutlierSet(outlier_rows(outlier)[0], unlabelled(x), how)]
     if outlier == "patches":
         x = natural_patches(spec.in_shape, limit or PATCHES, seed)
         return [OutlierSet("patches", unlabelled(x), f"{len(x)} crops of scikit-learn's sample photographs")]
     if outlier.startswith("corrupt:"):
-        from decnn_cli.data.corruptions import corrupt, parse_corruption_spec
+        from decnn_cli.data.corruptions import corrupt
+        from decnn_cli.data.sources import parse_corruption_spec
 
         clean = images_of(inlier_test, limit)
         sets = []

@@ -69,6 +69,11 @@ class AttackOptions(EvalOptions):
     samples: int | None = None
     limit: int | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.eps <= 1.0:
+            raise DecnnError(f"eps {self.eps:g} is outside [0, 1], the range of the inputs; pass a budget such as 0.1")
+
 
 def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOptions()) -> list[dict[str, Any]]:
     """Attack every run on (the first ``limit`` of) its test split; merge rows into ``results/<table>``."""
@@ -78,7 +83,7 @@ def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOption
     pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, o.device)
+            run = load_run(path, o.device, o.precision)
             if run.spec.task != "multiclass":
                 raise DecnnError(f"run {path.name} is multi-label; attacks here need a single-label classifier")
             target = run.method.point(run.model).eval()
@@ -86,7 +91,7 @@ def evaluate_attack(run_paths: list[Path], options: AttackOptions = AttackOption
             test = test_splits(run, o.data_root).test
             if limit is not None and limit < len(test):
                 test = Subset(test, range(limit))
-            n = samples or run.cfg.eval.samples
+            n = samples if samples is not None else run.cfg.eval.samples
             clean = predict_split(run, test, n, progress, f"{path.name[:32]} clean")
             adv = predict_split(run, test, n, progress, f"{attack} eps={eps}", transform=adversary)
             neg, pos = uncertainty_scores(clean), uncertainty_scores(adv)

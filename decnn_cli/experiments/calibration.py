@@ -60,8 +60,8 @@ def evaluate_calibration(
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray, str, int]]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, o.device)
-            n = o.samples or run.cfg.eval.samples
+            run = load_run(path, o.device, o.precision)
+            n = o.samples if o.samples is not None else run.cfg.eval.samples
             splits = test_splits(run, o.data_root)
             pred = predict_split(run, splits.test, n, progress, f"{path.name[:40]}")
             bins = run.cfg.eval.ece_bins

@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from decnn_cli import engine, metrics
-from decnn_cli.config import DataConfig, RunConfig
+from decnn_cli.config import DataConfig, Precision, RunConfig
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
 from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms
-from decnn_cli.results import FINISHED_MARKER
+from decnn_cli.results import FINISHED_MARKER, check_writable_folder
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
 
@@ -27,15 +27,24 @@ from decnn_cli.uncertainty import Predictions, predict
 @dataclass(frozen=True)
 class EvalOptions:
     """What every evaluation of run folders shares: where its rows go (``results_dir/<table>.{csv,md}``), the
-    data root (else each run's own, or $DECNN_DATA_ROOT), the device, and the progress display (``progress``:
-    one to add bars to, else a new one unless ``show_progress`` is off)."""
+    data root (else each run's own, or $DECNN_DATA_ROOT), the device, the precision (else each run's
+    ``eval.precision``, else its training precision) and the progress display (``progress``: one to add bars to,
+    else a new one unless ``show_progress`` is off)."""
 
     results_dir: Path = Path("results")
     table: str = "evaluation"
     data_root: Path | None = None
     device: str = "auto"
+    precision: Precision | None = None
     show_progress: bool = True
     progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "limit"):
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise DecnnError(f"{name} must be at least 1, not {value}; leave it unset for the run's default")
+        check_writable_folder(self.results_dir, "results folder", "--results")
 
 
 @dataclass
@@ -49,6 +58,7 @@ class Run:
     model: torch.nn.Module
     metrics: dict[str, Any]
     device: torch.device
+    precision: engine.Resolved = "fp32"
 
     @property
     def settings(self) -> MethodSettings:
@@ -60,7 +70,8 @@ class Run:
         return TaskHead(self.spec.task)
 
     def identity(self) -> dict[str, Any]:
-        """The columns that place a run in a table; ``model`` is the method plus any composition variant."""
+        """The columns that place a run in a table (and the precision it was evaluated in); ``model`` is the method
+        plus any composition variant."""
         variant = run_variant(self.cfg)
         return {
             "dataset": self.cfg.data.name,
@@ -69,6 +80,7 @@ class Run:
             "model": self.cfg.method.name if variant == "none" else f"{self.cfg.method.name} ({variant})",
             "seed": self.cfg.train.seed,
             "run": self.path.name,
+            "precision": self.precision,  # of this evaluation
         }
 
 
@@ -98,8 +110,11 @@ def run_variant(cfg: RunConfig) -> str:
     return ", ".join(parts) or "none"
 
 
-def load_run(path: Path, device: str = "auto") -> Run:
-    """Open a run folder written by ``decnn train``; anything missing is one clear error."""
+def load_run(path: Path, device: str = "auto", precision: Precision | None = None) -> Run:
+    """Open a run folder written by ``decnn train``; anything missing is one clear error. The run is evaluated in
+    ``precision``, else its ``eval.precision``, else the precision it was trained in (resolved on ``device``)."""
+    if path.is_file() and path.name == "model.pt":
+        raise DecnnError(f"{path} is a run's checkpoint; pass its run folder, {path.parent}")
     if not path.is_dir():
         raise DecnnError(f"run folder {path} does not exist; pass folders written by `decnn train`")
     marker = path / FINISHED_MARKER
@@ -109,7 +124,9 @@ def load_run(path: Path, device: str = "auto") -> Run:
         raise DecnnError(f"run folder {path} has no model.pt checkpoint; retrain the run")
     dev = engine.resolve_device(device)
     loaded = engine.load_checkpoint(path / "model.pt", dev)
-    return Run(path, loaded.cfg, loaded.spec, loaded.method, loaded.model, json.loads(marker.read_text()), dev)
+    resolved = engine.resolve_precision(loaded.cfg.train, dev, precision or loaded.cfg.eval.precision)
+    metrics = json.loads(marker.read_text())
+    return Run(path, loaded.cfg, loaded.spec, loaded.method, loaded.model, metrics, dev, resolved)
 
 
 def data_config(run: Run, data_root: Path | None, **changes: Any) -> DataConfig:
@@ -152,6 +169,7 @@ def predict_split(
         progress,
         description,
         transform,
+        run.precision,
     )
 
 

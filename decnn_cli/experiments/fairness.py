@@ -183,7 +183,7 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
     rows = []
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, o.device)
+            run = load_run(path, o.device, o.precision)
             if run.spec.task != "multiclass":
                 raise DecnnError(
                     f"run {path.name} is multi-label; fairness needs one task attribute (--set data.target=...)"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from decnn_cli import plots
+from decnn_cli.config import Precision
 from decnn_cli.data.outliers import images_of
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import load_run, predict_split, resolve_runs, test_splits
@@ -19,7 +20,8 @@ from decnn_cli.uncertainty import uncertainty_scores
 @dataclass(frozen=True)
 class FigureOptions:
     """``out_dir`` receives the PNGs; ``inputs`` test inputs per figure; ``layers`` to decode (1-based; default
-    every second layer, as in Fig. 2); ``samples``: N sampled predictions (default: each run's ``eval.samples``)."""
+    every second layer, as in Fig. 2); ``samples``: N sampled predictions (default: each run's ``eval.samples``);
+    ``precision`` of the sampled predictions (default: each run's, as in every evaluation)."""
 
     out_dir: Path = Path("results/figures")
     inputs: int = 6
@@ -27,6 +29,7 @@ class FigureOptions:
     samples: int | None = None
     data_root: Path | None = None
     device: str = "auto"
+    precision: Precision | None = None
 
 
 def make_figures(run_paths: list[Path], options: FigureOptions = FigureOptions()) -> list[Path]:
@@ -38,7 +41,7 @@ def make_figures(run_paths: list[Path], options: FigureOptions = FigureOptions()
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in resolve_runs(run_paths):
-        run = load_run(path, o.device)
+        run = load_run(path, o.device, o.precision)
         test = test_splits(run, o.data_root).test
         if run.method.uses_decoder:
             depth = len(run.model.decoder.adapters) if run.model.decoder.adapters is not None else run.cfg.model.depth
@@ -51,7 +54,7 @@ def make_figures(run_paths: list[Path], options: FigureOptions = FigureOptions()
             written.append(target)
         limit = min(len(test), 2000)
         subset = torch.utils.data.Subset(test, range(limit))
-        pred = predict_split(run, subset, samples or run.cfg.eval.samples, None, "")
+        pred = predict_split(run, subset, samples if samples is not None else run.cfg.eval.samples, None, "")
         name = "vote_entropy" if pred.num_samples > 1 else "predictive_entropy"
         score = uncertainty_scores(pred)[name]
         order = np.argsort(score, kind="stable")

@@ -1,22 +1,29 @@
 """``decnn eval-ood``: ROC-AUC, AUPR and FPR at 95% TPR of telling outliers from inliers by uncertainty (Tables 2, 3).
 
 Inliers (the run's test split) are the negative class, outliers the positive class; every score is oriented
-so that higher = more uncertain, so a useful score has ROC-AUC above 0.5.
+so that higher = more uncertain, so a useful score has ROC-AUC above 0.5. Besides the sampled scores
+(``uncertainty.SCORES``), post-hoc detectors (``decnn_cli.detectors``: MSP, Energy, MaxLogit, Mahalanobis, ViM,
+KNN from pytorch-ood, and the decoder's reconstruction error) add their own columns when asked for.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_curve
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from decnn_cli import metrics, plots
-from decnn_cli.data.outliers import build_outliers
-from decnn_cli.engine import progress_or_new
+from decnn_cli.data.outliers import OutlierSet, build_outliers, unlabelled
+from decnn_cli.data.sources import ATTACK, check_outliers, dataset_label, parse_attack_spec
+from decnn_cli.data.splitting import cap, make_loader
+from decnn_cli.detectors import DETECTORS, FIT_EXAMPLES, Detectors, parse_detectors, point_outputs
+from decnn_cli.engine import progress_or_new, seed_everything
+from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import (
     EvalOptions,
     Run,
@@ -28,7 +35,7 @@ from decnn_cli.experiments.common import (
     warn_constant_outputs,
 )
 from decnn_cli.results import save_npz_atomic, write_tables
-from decnn_cli.uncertainty import SCORES, uncertainty_scores
+from decnn_cli.uncertainty import uncertainty_scores
 
 SECTIONS = [
     ("auroc_vote_entropy", "OOD ROC-AUC, vote entropy (Eq. 6) as score (Table 2)", 3),
@@ -39,10 +46,15 @@ SECTIONS = [
 ]
 
 
+def detector_sections(detectors: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """The Markdown sections of the detectors' ROC-AUCs."""
+    return [(f"auroc_{name}", f"OOD ROC-AUC, {name}: {DETECTORS[name].summary}", 3) for name in detectors]
+
+
 def separation_row(inlier_scores: dict[str, np.ndarray], outlier_scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """ROC-AUC, AUPR and FPR@95%TPR for every score, outliers positive."""
+    """ROC-AUC, AUPR and FPR@95%TPR for every score (higher = more uncertain), outliers positive."""
     row = {}
-    for name in SCORES:
+    for name in inlier_scores:
         neg, pos = inlier_scores[name], outlier_scores[name]
         row[f"auroc_{name}"] = metrics.auroc(neg, pos)
         row[f"aupr_{name}"] = metrics.aupr(neg, pos)
@@ -77,42 +89,108 @@ def _first(dataset, limit: int | None):
 
 @dataclass(frozen=True)
 class OODOptions(EvalOptions):
-    """``outliers``: outlier sets (``decnn_cli.data.outliers``); ``samples``: N sampled predictions per input
-    (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples)."""
+    """``outliers``: outlier sets (``decnn_cli.data.sources``); ``samples``: N sampled predictions per input
+    (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples);
+    ``detectors``: post-hoc detectors (``decnn_cli.detectors``, or ``all``), fitted on at most ``fit_examples``
+    examples of each run's training split."""
 
     table: str = "ood"
     outliers: tuple[str, ...] = ()
     samples: int | None = None
     limit: int | None = None
+    detectors: tuple[str, ...] = ()
+    fit_examples: int = FIT_EXAMPLES
+
+
+class RunDetectors:
+    """The detectors of one run, fitted on (at most ``fit_examples`` of) its training split."""
+
+    def __init__(self, run: Run, train: Dataset, names: tuple[str, ...], fit_examples: int, progress) -> None:
+        self.run, self.progress = run, progress
+        fit = cap(train, fit_examples, run.cfg.data.split_seed)
+        self.detectors = Detectors(names, self.outputs(fit, "fit detectors"), run.spec.task == "multilabel")
+        for name, reason in self.detectors.skipped.items():
+            warn(f"{run.path.name}: no {name} ({reason})")
+        for note in self.detectors.notes:
+            warn(f"{run.path.name}: {note}")
+
+    def outputs(self, dataset: Dataset, description: str):
+        run = self.run
+        return point_outputs(
+            run.model, run.method, dataset, run.device, run.cfg.eval.batch_size, self.progress, description
+        )
+
+    def scores(self, dataset: Dataset, description: str) -> dict[str, np.ndarray]:
+        if not self.detectors.names:
+            return {}
+        return self.detectors.scores(self.outputs(dataset, description))
+
+
+def adversarial_set(outlier: str, run: Run, inliers: Dataset) -> OutlierSet:
+    """``attack:<name>[@eps]``: the inliers (the first test inputs), attacked with torchattacks against the run's single
+    deterministic classifier (``MethodSpec.point``), as ``decnn attack`` attacks them; seeded by the run's seed."""
+    import torch
+
+    from decnn_cli.experiments.attack import make_attack
+
+    name, eps = parse_attack_spec(outlier)
+    if run.spec.task != "multiclass":
+        raise DecnnError(f"run {run.path.name} is multi-label; {outlier} needs a single-label classifier")
+    adversary = make_attack(name, run.method.point(run.model).eval(), eps)
+    seed_everything(run.cfg.train.seed)
+    crafted = []
+    for batch in make_loader(inliers, run.cfg.eval.batch_size, shuffle=False):
+        x, y = batch[0].to(run.device), batch[1].to(run.device)
+        with torch.enable_grad():
+            crafted.append(adversary(x, y).detach().cpu())
+    x = torch.cat(crafted)
+    how = (
+        f"the {len(x)} inliers attacked by {name} at eps {eps:g} (L-inf, inputs in [0, 1]) against the run's classifier"
+    )
+    return OutlierSet(f"attack:{name}@{eps:g}", unlabelled(x), how)
 
 
 def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, Any]]:
     """Score every run's inliers and each outlier set; merge rows into ``results/<table>.{csv,md}``.
 
     Each run folder receives ``ood_<outlier>.npz`` (per-example scores of inliers and outliers) and
-    ``roc_<outlier>.png``.
+    ``roc_<outlier>.png``. The outlier sets and detectors are checked before any run or data is loaded.
     """
     o = options
     results_dir, table, outliers, limit, data_root = o.results_dir, o.table, list(o.outliers), o.limit, o.data_root
+    check_outliers(outliers)
+    detectors = parse_detectors(o.detectors)
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
-            run = load_run(path, o.device)
-            n = o.samples or run.cfg.eval.samples
+            run = load_run(path, o.device, o.precision)
+            n = o.samples if o.samples is not None else run.cfg.eval.samples
             splits = test_splits(run, data_root)
-            inlier_pred = predict_split(run, _first(splits.test, limit), n, progress, f"{path.name[:32]} inliers")
+            inliers = _first(splits.test, limit)
+            inlier_pred = predict_split(run, inliers, n, progress, f"{path.name[:32]} inliers")
             inlier_scores = uncertainty_scores(inlier_pred)
             constant = warn_constant_outputs(run, inlier_pred)
+            scorer = RunDetectors(run, splits.train, detectors, o.fit_examples, progress) if detectors else None
+            if scorer is not None:
+                inlier_scores |= scorer.scores(inliers, "detectors: inliers")
             run_rows = []
             for outlier in outliers:
                 data_cfg = run.cfg.data if data_root is None else run.cfg.data.model_copy(update={"root": data_root})
-                for oset in build_outliers(outlier, run.spec, data_cfg, splits.test, limit, run.cfg.train.seed):
+                if outlier.startswith(ATTACK):
+                    sets = [adversarial_set(outlier, run, inliers)]
+                else:
+                    sets = build_outliers(outlier, run.spec, data_cfg, splits.test, limit, run.cfg.train.seed)
+                for oset in sets:
                     neg = inlier_scores
                     if oset.inliers is not None:
                         neg = uncertainty_scores(predict_split(run, oset.inliers, n, progress, "held-in"))
+                        if scorer is not None:
+                            neg |= scorer.scores(oset.inliers, "detectors: held-in")
                     pos_pred = predict_split(run, oset.outliers, n, progress, oset.name[:40])
                     pos = uncertainty_scores(pos_pred)
+                    if scorer is not None:
+                        pos |= scorer.scores(oset.outliers, f"detectors: {oset.name[:30]}")
                     row = {
                         **run.identity(),
                         "outlier": oset.name,
@@ -137,7 +215,8 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
 
                 results_dir.mkdir(parents=True, exist_ok=True)
                 corruption_sheet(
-                    images_of(splits.test, 1)[0], results_dir / f"{table}_corruptions_{run.cfg.data.name}.png"
+                    images_of(splits.test, 1)[0],
+                    results_dir / f"{table}_corruptions_{dataset_label(run.cfg.data.name)}.png",
                 )
     save_pooled_roc_curves(pooled, results_dir, table)
     write_tables(
@@ -145,7 +224,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
         table,
         rows,
         key=["run", "outlier"],
-        sections=SECTIONS,
+        sections=SECTIONS + detector_sections(detectors),
         columns=["dataset", "model"],
         index="outlier",
         preamble="Written by `decnn eval-ood`. Inliers (the run's test split) are negatives, outliers positives; "
@@ -164,19 +243,28 @@ def save_pooled_roc_curves(pooled: dict[tuple[str, str], dict[str, list]], resul
             neg, pos = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
             fpr, tpr = roc_points(neg, pos)
             curves[model] = (fpr, tpr, metrics.auroc(neg, pos))
-        slug = f"{dataset}_{outlier}".replace(":", "-").replace("@", "-")
+        slug = _slug(f"{dataset_label(dataset)}_{outlier}")
         plots.save_roc_curves(curves, f"{dataset} vs {outlier} (vote entropy)", results_dir / f"{table}_roc_{slug}.png")
 
 
+def _slug(name: str) -> str:
+    """A filesystem-safe form of a dataset or outlier name, for file names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("@", "-"))
+
+
 def save_run_scores(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[str, np.ndarray]) -> None:
-    slug = name.replace(":", "-").replace("@", "-")
+    """``ood_<name>.npz`` (every score of every inlier and outlier) and ``roc_<name>.png`` (a ROC curve per score;
+    the reconstruction error's per-layer scores are in the npz only) in the run folder."""
+    slug = _slug(name)
     save_npz_atomic(
         run.path / f"ood_{slug}.npz",
         **{f"inlier_{k}": v for k, v in neg.items()},
         **{f"outlier_{k}": v for k, v in pos.items()},
     )
     curves = {}
-    for score in SCORES:
+    for score in neg:
+        if re.fullmatch(r"recon_error_l\d+", score):
+            continue
         fpr, tpr = roc_points(neg[score], pos[score])
         curves[score] = (fpr, tpr, metrics.auroc(neg[score], pos[score]))
     plots.save_roc_curves(curves, f"{run.cfg.method.name}: {run.cfg.data.name} vs {name}", run.path / f"roc_{slug}.png")

@@ -113,6 +113,7 @@ def _train(
     device: torch.device,
 ) -> TrainOutcome:
     engine.seed_everything(cfg.train.seed)
+    precision = engine.resolve_precision(cfg.train, device)  # what engine.fit trains in; the test split follows
     splits = load_splits(cfg.data)
     method = get_method(cfg.method.name)
     settings = method.settings_of(cfg)
@@ -164,7 +165,9 @@ def _train(
             )
             train_seconds = time.perf_counter() - started
             samples = cfg.eval.samples if method.predictive == "sample-mean" else 1
-            pred = predict(model, method, test_loader, settings, samples, task, device, bar, "test")
+            pred = predict(
+                model, method, test_loader, settings, samples, task, device, bar, "test", precision=precision
+            )
         pred.save(run.path / "predictions.npz")
         constant, warning = constant_output_warning(run.final.name, pred, splits.spec, cfg.train.pos_weight)
         if warning is not None:
@@ -176,7 +179,9 @@ def _train(
             "epochs": train_cfg.epochs,
             "steps": train_cfg.epochs * len(train_loader),
             "device": str(device),
+            "precision": precision,
             "world_size": dctx.world_size,
+            "distributed_backend": dctx.backend,
             "parameters": engine.count_parameters(model),
             "train_examples": len(splits.train),
             "val_examples": len(splits.val),
@@ -196,7 +201,7 @@ def _train(
             "history": [h.__dict__ for h in history],
         }
         if method.uses_decoder:
-            result["recon_mse_per_layer"] = engine.reconstruction_errors(model, test_loader, device)
+            result["recon_mse_per_layer"] = engine.reconstruction_errors(model, test_loader, device, precision)
             x = torch.stack([splits.test[i][0] for i in range(min(DECODING_ROWS, len(splits.test)))]).to(device)
             plots.save_decodings(model, x, run.path / "decodings.png")
         engine.save_checkpoint(run.path / "model.pt", model, cfg, splits.spec)

@@ -53,9 +53,29 @@ def loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> 
 
 
 def sample(model: Network, x: torch.Tensor, n: int, settings: BayesNNSettings) -> torch.Tensor:
-    """N weight samples from the posterior, one per copy of the batch, in one batched call: (N, B, K)."""
-    logits, _ = model(x.unsqueeze(0).expand(n, *x.shape))
-    return logits
+    """N weight samples from the posterior, each one network for the whole batch: (N, B, K).
+
+    Every layer draws the weights of several samples at once and multiplies them batched; the inputs are normalised
+    once and shared by all samples (a view, not N copies). Samples are taken in chunks whose tensors (activations
+    and drawn weights) stay under a memory bound (``decnn_cli.methods.chunks``); each chunk draws its own
+    weights, so with one chunk the draws are those of one batched call over N copies of the batch.
+    """
+    import torch
+
+    from decnn_cli.methods.chunks import largest_row_bytes, tensor_bound
+
+    f = model.classifier
+    weights = max(p.numel() * p.element_size() for p in model.parameters())  # per sample, drawn by the largest layer
+    per_sample = max(x.shape[0] * largest_row_bytes(model, lambda row: model(row.unsqueeze(0)), x), weights)
+    per_chunk = max(1, tensor_bound(x.device) // per_sample)
+    prepared = f.prepare(x)  # (B, features)
+    logits = []
+    for start in range(0, n, per_chunk):
+        z = prepared.unsqueeze(0).expand(min(per_chunk, n - start), *prepared.shape)  # (S, B, features), a view
+        for index in range(len(f.hidden_shapes)):
+            z = f.hidden_layer(index, z)
+        logits.append(f.logits_from(z))
+    return torch.cat(logits)
 
 
 def point(model: Network) -> nn.Module:

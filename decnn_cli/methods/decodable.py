@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
@@ -143,18 +144,108 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
 def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSettings) -> torch.Tensor:
     """N classifiers from the activation tree (Sec. 4.1): logits (N, B, K) at the end of N random paths.
 
-    Path k of input b draws l_0 .. l_{D-1} uniformly and predicts f(g(h^(D-1)_{l_{D-1}})). All N * B paths
-    run as one batch through the recursion.
+    Path k of input b draws l_0 .. l_{D-1} uniformly and predicts f(g(h^(D-1)_{l_{D-1}})). The layers are drawn
+    as one batched recursion over all N * B paths draws them (D draws of N * B layers, row k * B + b for path k of
+    input b), so a seed gives the same paths and the same logits as that recursion; the work is done once per
+    distinct start of a path: paths that share their first d layers share their first d decodings, f runs once on
+    each distinct input and only up to the deepest layer its paths decode, and inputs are taken in chunks whose
+    tensors stay within a memory bound (``decnn_cli.methods.chunks``).
     """
     import torch
 
-    batch = x.shape[0]
-    current = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
-    logits, hidden = model(current)
-    for _ in range(settings.recursion_depth):
-        layer = torch.randint(len(hidden), (n * batch,), device=x.device)
-        logits, hidden = model(model.decoder.decode_selected(hidden, layer))
-    return logits.view(n, batch, -1)
+    from decnn_cli.methods.chunks import row_counts, rows_per_call
+
+    batch, depth = x.shape[0], settings.recursion_depth
+    draws = torch.stack([torch.randint(model.decoder.num_layers, (n * batch,), device=x.device) for _ in range(depth)])
+    draws = draws.view(depth, n, batch)  # l_d of path k of input b at [d, k, b]
+    rows = rows_per_call(model, lambda row: _decode_first_layer(model, row), x)
+    sized = row_counts(model, x)
+    per_chunk = max(1, rows // n)  # inputs whose N paths are followed together
+    logits = [
+        _follow_paths(model, x[start : start + per_chunk], draws[:, :, start : start + per_chunk], rows, sized)
+        for start in range(0, batch, per_chunk)
+    ]
+    return torch.cat(logits, dim=1)
+
+
+def _decode_first_layer(model: Network, x: torch.Tensor) -> torch.Tensor:
+    """g(h_1(x)): what one path's step makes (measured on one row to size the chunks)."""
+    _, hidden = model(x)
+    return model.decoder.body(model.decoder.code(0, hidden[0]))
+
+
+def _follow_paths(
+    model: Network, x: torch.Tensor, draws: torch.Tensor, rows: int, sized: Callable[[int], int]
+) -> torch.Tensor:
+    """Logits (N, b, K) at the end of the paths whose layers ``draws`` (D, N, b) gives, for the b inputs x; calls
+    take at most ``rows`` rows, run as ``sized(rows)`` (``chunks.row_counts``)."""
+    import torch
+
+    from decnn_cli.methods.chunks import in_rows, padded
+
+    depth, n, b = draws.shape
+    num_layers = model.decoder.num_layers
+    inputs = x  # the distinct inputs of f at the current depth
+    at = torch.arange(b, device=x.device).repeat(n)  # (N * b,): row k * b + j is path k of input j, at inputs[at]
+    for layer in draws.reshape(depth, n * b):
+        # Paths at the same input that decode the same layer make the same next input: decode each pair once.
+        pairs, at = torch.unique(at * num_layers + layer, return_inverse=True)
+        source, chosen = pairs // num_layers, pairs % num_layers
+        decoded, slot = [], torch.empty_like(pairs)  # slot: row of each pair's decoding in the next inputs
+        for start in range(0, len(pairs), rows):
+            part = slice(start, start + rows)
+            images, order = _decode_chosen(model, inputs, source[part], chosen[part], sized)
+            slot[start + order] = torch.arange(start, start + len(order), device=x.device)
+            decoded.append(images)
+        inputs, at = torch.cat(decoded), slot[at]
+    logits = in_rows(lambda z: model(padded(z, sized(len(z))))[0][: len(z)], inputs, rows)  # (distinct paths, K)
+    return logits[at].view(n, b, -1)
+
+
+def _decode_chosen(
+    model: Network, inputs: torch.Tensor, source: torch.Tensor, layer: torch.Tensor, sized: Callable[[int], int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """g(h_{layer[i]}(inputs[source[i]])) for the pairs i: images (P, C, H, W) grouped by layer, and the pair
+    (P,) each row decodes.
+
+    f runs once on each distinct source, and only up to the deepest layer decoded from it: sources are ordered by
+    that layer, deepest first, so each block runs on a prefix of the rows (``sized`` of them: rows past the prefix
+    are computed and dropped).
+    """
+    import torch
+
+    from decnn_cli.methods.chunks import padded
+
+    f, g = model.classifier, model.decoder
+    sources, which = torch.unique(source, return_inverse=True)  # pair i reads sources[which[i]]
+    codes, decoded = [], []
+    if not hasattr(f, "hidden_layer"):  # a classifier that runs only whole: every layer, then the chosen rows
+        hidden = model(inputs[sources])[1]
+        for index, h in enumerate(hidden):
+            pick = (layer == index).nonzero().squeeze(1)
+            if len(pick):
+                codes.append(g.code(index, h[which[pick]]))
+                decoded.append(pick)
+    else:
+        deepest = torch.zeros_like(sources).scatter_reduce_(0, which, layer, "amax")
+        order = torch.argsort(deepest, descending=True)
+        row = torch.empty_like(order)
+        row[order] = torch.arange(len(order), device=order.device)  # row of each source in z below
+        row = row[which]
+        # still[l]: sources whose deepest decoded layer is l or deeper (they lead z, deepest first)
+        still = torch.bincount(deepest, minlength=g.num_layers).flip(0).cumsum(0).flip(0).tolist()
+        gather = sources[order]
+        z = f.prepare(inputs[padded(gather, sized(len(gather)))])
+        for index in range(g.num_layers):
+            if still[index] == 0:
+                break
+            z = f.hidden_layer(index, z[: min(len(z), sized(still[index]))])
+            pick = (layer == index).nonzero().squeeze(1)
+            if len(pick):
+                codes.append(g.code(index, z[row[pick]]))
+                decoded.append(pick)
+    codes = torch.cat(codes)
+    return g.body(padded(codes, sized(len(codes))))[: len(codes)], torch.cat(decoded)
 
 
 DECNN = MethodSpec(

@@ -59,10 +59,13 @@ def loss(model: Ensemble, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) ->
 
 
 def sample(model: Ensemble, x: torch.Tensor, n: int, settings: EnsembleSettings) -> torch.Tensor:
-    """Each member's prediction: (M, B, K), whatever N is."""
+    """Each member's prediction: (M, B, K), whatever N is; inputs taken in chunks under a memory bound."""
     import torch
 
-    return torch.stack([member(x)[0] for member in model.members])
+    from decnn_cli.methods.chunks import rows_per_call
+
+    rows = rows_per_call(model, model, x)
+    return torch.cat([torch.stack([member(part)[0] for member in model.members]) for part in x.split(rows)], dim=1)
 
 
 def point(model: Ensemble) -> nn.Module:

@@ -53,23 +53,47 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -
 
 
 def sample_point(model: nn.Module, x: torch.Tensor, n: int, settings: MethodSettings) -> torch.Tensor:
-    """One deterministic prediction: (1, B, K)."""
-    return model(x)[0].unsqueeze(0)
+    """One deterministic prediction: (1, B, K), inputs taken in chunks under a memory bound."""
+    from decnn_cli.methods.chunks import in_rows, rows_per_call
+
+    return in_rows(lambda part: model(part)[0], x, rows_per_call(model, model, x)).unsqueeze(0)
 
 
 def sample_mc_dropout(model: nn.Module, x: torch.Tensor, n: int, settings: DropoutSettings) -> torch.Tensor:
-    """N stochastic passes with dropout on, as one batch of N copies: (N, B, K)."""
+    """N stochastic passes with dropout on: (N, B, K).
+
+    Dropout acts between layers, so h_1 is the same in every pass: f's first block runs once per input and the N
+    passes start from it, as one batch of N copies. Inputs are taken in chunks whose tensors stay under a memory
+    bound (``decnn_cli.methods.chunks``); each chunk draws its own masks, so with one chunk the masks are those of
+    one batched pass over N copies of the batch.
+    """
+    import torch
     from torch import nn
+
+    from decnn_cli.methods.chunks import rows_per_call
 
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     for m in dropouts:
         m.train()
     try:
-        logits, _ = model(x.unsqueeze(0).expand(n, *x.shape).reshape(n * x.shape[0], *x.shape[1:]))
+        per_chunk = max(1, rows_per_call(model, model, x) // n)
+        logits = [_dropout_passes(model, part, n) for part in x.split(per_chunk)]
     finally:
         for m in dropouts:
             m.eval()
-    return logits.view(n, x.shape[0], -1)
+    return torch.cat(logits, dim=1)
+
+
+def _dropout_passes(model: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
+    """N passes of f with dropout on over the b inputs x: (N, b, K)."""
+    f, b = getattr(model, "classifier", model), x.shape[0]
+    if not hasattr(f, "hidden_layer"):  # a classifier that runs only whole: N copies of x
+        return model(x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:]))[0].view(n, b, -1)
+    first = f.hidden_layer(0, f.prepare(x))  # (b, ...): before any dropout, the same in every pass
+    z = first.unsqueeze(0).expand(n, *first.shape).reshape(n * b, *first.shape[1:])
+    for index in range(1, len(f.hidden_shapes)):
+        z = f.hidden_layer(index, z)
+    return f.logits_from(z).view(n, b, -1)
 
 
 def point(model: nn.Module) -> nn.Module:

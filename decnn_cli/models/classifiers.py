@@ -25,7 +25,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean).div_(self.std)  # in place on the fresh difference: one tensor less per call
 
 
 class MLPClassifier(nn.Module):
@@ -33,6 +33,8 @@ class MLPClassifier(nn.Module):
 
     h_l is the output of the l-th block (linear, then ReLU), taken before dropout. Leading dimensions are
     kept, so a stack of N copies (N, B, C, H, W) runs as one batch (BayesNN samples one weight per copy).
+    ``prepare``, ``hidden_layer`` and ``logits_from`` are the steps of ``forward``, for samplers that run only
+    the blocks they need.
     """
 
     def __init__(self, spec: DataSpec, depth: int, width: int, dropout: float, linear: Callable[[int, int], nn.Module]):
@@ -44,14 +46,25 @@ class MLPClassifier(nn.Module):
         self.head = linear(width, spec.num_outputs)
         self.hidden_shapes: list[tuple[int, ...]] = [(width,)] * depth
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first block reads: x (..., C, H, W) normalised and flattened to (..., C * H * W)."""
+        return self.normalize(x).flatten(-3)
+
+    def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
+        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
+
+    def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
+        """The head on h_L."""
+        return self.head(self.dropout(h_last))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z = self.normalize(x).flatten(-3)
+        z = self.prepare(x)
         hidden = []
-        for block in self.blocks:
-            z = torch.relu(block(z))
+        for index in range(len(self.blocks)):
+            z = self.hidden_layer(index, z)
             hidden.append(z)
-            z = self.dropout(z)
-        return self.head(z), hidden
+        return self.logits_from(z), hidden
 
 
 def mlp(spec: DataSpec, depth: int = 8, width: int = 256, dropout: float = 0.0) -> MLPClassifier:

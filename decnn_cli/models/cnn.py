@@ -39,14 +39,25 @@ class CNNClassifier(nn.Module):
         self.head = nn.Linear(c_in * height * width, spec.num_outputs)
         self.hidden_shapes: list[tuple[int, ...]] = shapes
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first block reads: x normalised."""
+        return self.normalize(x)
+
+    def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
+        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
+
+    def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
+        """The head on the flattened last map."""
+        return self.head(self.dropout(h_last).flatten(1))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z = self.normalize(x)
+        z = self.prepare(x)
         hidden = []
-        for block in self.blocks:
-            z = torch.relu(block(z))
+        for index in range(len(self.blocks)):
+            z = self.hidden_layer(index, z)
             hidden.append(z)
-            z = self.dropout(z)
-        return self.head(z.flatten(1)), hidden
+        return self.logits_from(z), hidden
 
 
 def cnn(spec: DataSpec, depth: int = 8, channels: int = 32, dropout: float = 0.0) -> CNNClassifier:

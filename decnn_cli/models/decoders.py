@@ -22,7 +22,7 @@ class MLPDecoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(code_dim, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(out_shape)))
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(code)).view(-1, *self.out_shape)
+        return torch.sigmoid_(self.net(code)).view(-1, *self.out_shape)  # in place: the linear output is fresh
 
 
 class UpBlock(nn.Module):
@@ -115,6 +115,10 @@ class SharedDecoder(nn.Module):
             if body == "mlp"
             else ResNetDecoder(code_dim, out_shape, channels)
         )
+
+    def code(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """g's input for rows of layer ``index`` (0-based): h (B, ...) -> (B, code_dim)."""
+        return h if self.adapters is None else self.adapters[index](h)
 
     def _codes(self, hidden: list[torch.Tensor]) -> torch.Tensor:
         if self.adapters is None:

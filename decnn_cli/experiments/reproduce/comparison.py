@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from decnn_cli.detectors import DETECTORS
 from decnn_cli.paper import PaperValue
 from decnn_cli.results import markdown_table
 
@@ -27,6 +28,7 @@ HEADLINE_METRICS = {
     ("fairness", "probe_f1"),
     ("fairness", "f1_gap"),
     ("training", "seconds_per_epoch"),
+    *(("ood", f"auroc_{name}") for name in DETECTORS),
 }
 
 
@@ -137,4 +139,35 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
         frame = pd.DataFrame([[cells.get((r, d), "-") for d in datasets] for r in rows], index=rows, columns=columns)
         frame.index.name = "model"
         parts += [markdown_table(frame), ""]
+    if recipe.table.side_by_side:
+        parts += side_by_side_markdown(comparison, recipe.table.side_by_side)
     return "\n".join(parts)
+
+
+def side_by_side_markdown(comparison: pd.DataFrame, columns: list[str]) -> list[str]:
+    """One OOD ROC-AUC table per dataset: rows = outlier sets, columns = ``model:score`` as listed; cells = mean
+    (std over seeds) of ``auroc_<score>`` of that model's runs. Markdown lines."""
+    ood = comparison[comparison["kind"] == "ood"]
+    parts = [
+        "## Side by side: OOD ROC-AUC (higher = better detection; 0.5 = chance)",
+        "",
+        "Columns are model: score; every score is oriented higher = more uncertain / more OOD.",
+        "",
+    ]
+    for dataset in sorted(set(ood["dataset"])):
+        part = ood[ood["dataset"] == dataset]
+        outliers = sorted(set(part["outlier"]), key=lambda o: (o.startswith("corrupt"), o != "corrupt (mean)", o))
+        cells = []
+        for outlier in outliers:
+            row = []
+            for column in columns:
+                model, score = column.split(":")
+                hit = part[
+                    (part["outlier"] == outlier) & (part["model"] == model) & (part["metric"] == f"auroc_{score}")
+                ]
+                row.append(_fmt(hit["measured"].iloc[0], hit["measured_std"].iloc[0], 3) if len(hit) else "-")
+            cells.append(row)
+        frame = pd.DataFrame(cells, index=outliers, columns=[c.replace(":", ": ") for c in columns])
+        frame.index.name = f"{dataset} vs"
+        parts += [f"### {dataset}", "", markdown_table(frame), ""]
+    return parts

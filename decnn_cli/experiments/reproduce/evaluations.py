@@ -36,6 +36,15 @@ def _l(evaluation: Evaluation) -> str:
     return f"_l{evaluation.limit}" if evaluation.limit else ""
 
 
+def _d(evaluation: Evaluation) -> str:
+    """The detectors' part of a staging table's name: rows with detector columns are not those without."""
+    from decnn_cli.detectors import DETECTORS
+
+    if not evaluation.detectors:
+        return ""
+    return "_detectors" if set(evaluation.detectors) == set(DETECTORS) else "_d-" + "-".join(evaluation.detectors)
+
+
 def _calibration(evaluation: Evaluation, folders: list[Path], outliers: list[str], shared: EvalOptions) -> None:
     from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
@@ -45,7 +54,13 @@ def _calibration(evaluation: Evaluation, folders: list[Path], outliers: list[str
 def _ood(evaluation: Evaluation, folders: list[Path], outliers: list[str], shared: EvalOptions) -> None:
     from decnn_cli.experiments.ood import OODOptions, evaluate_ood
 
-    options = OODOptions(**vars(shared), outliers=tuple(outliers), samples=evaluation.samples, limit=evaluation.limit)
+    options = OODOptions(
+        **vars(shared),
+        outliers=tuple(outliers),
+        samples=evaluation.samples,
+        limit=evaluation.limit,
+        detectors=tuple(evaluation.detectors),
+    )
     evaluate_ood(folders, options)
 
 
@@ -87,7 +102,7 @@ class EvaluationKind:
 # same run share the rows, and different settings never mix.
 EVALUATIONS: dict[str, EvaluationKind] = {
     "calibration": EvaluationKind(_calibration, lambda ev: f"calibration{_n(ev)}"),
-    "ood": EvaluationKind(_ood, lambda ev: f"ood{_l(ev)}{_n(ev)}", per_outlier_set=True),
+    "ood": EvaluationKind(_ood, lambda ev: f"ood{_l(ev)}{_n(ev)}{_d(ev)}", per_outlier_set=True),
     "attack": EvaluationKind(
         _attack, lambda ev: f"attack_{ev.attack}_eps{ev.eps:g}{_l(ev)}{_n(ev)}", outlier=lambda ev: ev.attack
     ),
@@ -262,12 +277,7 @@ def _has_rows(existing: Any, run: str, kind: EvaluationKind, outliers: list[str]
         return False
     if not kind.per_outlier_set:
         return True
-    from decnn_cli.data.corruptions import parse_corruption_spec
+    from decnn_cli.data.sources import outlier_rows
 
-    expected = set()
-    for outlier in outliers:
-        if outlier.startswith("corrupt:"):
-            expected |= {f"corrupt:{name}@{severity}" for name, severity in parse_corruption_spec(outlier)}
-        else:
-            expected.add(outlier)
+    expected = {row for outlier in outliers for row in outlier_rows(outlier)}
     return expected <= set(mine["outlier"])

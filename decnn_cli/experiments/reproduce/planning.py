@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decnn_cli.config import DataConfig, ModelConfig, RunConfig
+from decnn_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from decnn_cli.data import DatasetEntry, get_dataset
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
 from decnn_cli.methods import get_method
-from decnn_cli.resolve import build_config
+from decnn_cli.resolve import ONLY_SOME_DATASETS, build_config
 from decnn_cli.results import FINISHED_MARKER, run_label
 
 
@@ -67,16 +67,7 @@ KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps"), ("data", "spl
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
-DATASET_OPTIONS = (
-    "target",
-    "negate_target",
-    "holdout_attr",
-    "color_correlation",
-    "protected",
-    "split",
-    "test_fraction",
-    "stratify",
-)
+DATASET_OPTIONS = (*ONLY_SOME_DATASETS, "protected")
 # [data] keys that only CelebA's identity split reads (``data.split = "identity"``): keyed at their default otherwise.
 IDENTITY_SPLIT_OPTIONS = ("test_fraction", "stratify")
 MODEL_OPTIONS = {
@@ -112,10 +103,13 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
             if getattr(cfg.model, chooser) not in readers
         }
     )
+    # train.amp is read only while train.precision is unset; unset, the precision adds nothing (earlier folders).
+    amp_default = TrainConfig.model_fields["amp"].default
+    train = cfg.train if cfg.train.precision is None else cfg.train.model_copy(update={"amp": amp_default})
     key = {
         "data": data.model_dump(mode="json", exclude_none=True),
         "model": model.model_dump(mode="json", exclude_none=True),
-        "train": cfg.train.model_dump(mode="json", exclude_none=True),
+        "train": train.model_dump(mode="json", exclude_none=True),
         "method": method.folder_key(cfg),
     }
     for section, name in UNKEYED:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from decnn_cli.config import RUN_SECTIONS, read_toml
-from decnn_cli.errors import ConfigError
+from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.experiments.reproduce.evaluations import EVALUATIONS
 from decnn_cli.paper import PAPER
 
@@ -48,11 +48,14 @@ class Evaluation(_Strict):
         description="ood: outlier sets per variant label or inlier dataset ('*' for every run).",
     )
     attack: str = "fgsm"
-    eps: float = 0.1
+    eps: float = Field(0.1, ge=0.0, le=1.0, description="attack: L-inf budget on inputs in [0, 1].")
     protected: str | None = None
     split: Literal["test", "val"] = Field("test", description="fairness: the split evaluated.")
-    samples: int | None = None
-    limit: int | None = None
+    samples: int | None = Field(None, ge=1, description="N sampled predictions per input (default: the run's).")
+    limit: int | None = Field(None, ge=1, description="The first examples of each set only.")
+    detectors: list[str] = Field(
+        default_factory=list, description="ood: post-hoc detectors beside the sampled scores (decnn_cli.detectors)."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -60,6 +63,28 @@ class Evaluation(_Strict):
         if kind not in EVALUATIONS:
             raise ValueError(f"unknown evaluation {kind!r}; choose from {list(EVALUATIONS)}")
         return kind
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, detectors: list[str]) -> list[str]:
+        from decnn_cli.detectors import parse_detectors
+
+        try:
+            return list(parse_detectors(detectors))
+        except DecnnError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("outliers")
+    @classmethod
+    def _known_outliers(cls, outliers: dict[str, list[str]]) -> dict[str, list[str]]:
+        from decnn_cli.data.sources import check_outliers
+
+        for sets in outliers.values():
+            try:
+                check_outliers(sets)
+            except DecnnError as err:
+                raise ValueError(str(err)) from None
+        return outliers
 
 
 class TableHeader(_Strict):
@@ -73,6 +98,19 @@ class TableHeader(_Strict):
         "numbers for that dataset sit beside the measured ones, in a column that names both.",
     )
     notes: str = ""
+    side_by_side: list[str] = Field(
+        default_factory=list,
+        description="Columns 'model:score' of one OOD ROC-AUC table per dataset, outlier sets as rows, after the "
+        "comparison (e.g. 'redecnn:vote_entropy', 'standard:energy'; scores of uncertainty.SCORES or detectors).",
+    )
+
+    @field_validator("side_by_side")
+    @classmethod
+    def _model_and_score(cls, columns: list[str]) -> list[str]:
+        bad = [c for c in columns if c.count(":") != 1 or not all(c.split(":"))]
+        if bad:
+            raise ValueError(f"side_by_side columns must read 'model:score', as in 'redecnn:vote_entropy'; got {bad}")
+        return columns
 
 
 class Recipe(_Strict):
