@@ -82,11 +82,14 @@ def task_ap(labels: np.ndarray, probs: np.ndarray) -> float:
     return 100.0 * float(average_precision_score(onehot, probs, average="macro"))
 
 
-def groups_of(dataset: Dataset) -> np.ndarray:
+def groups_of(dataset: Dataset, whose: str = "this dataset") -> np.ndarray:
     """The protected-attribute group label of every example (the third item of each example)."""
     groups = split_groups(dataset)
     if groups is None:
-        raise DecnnError("this dataset carries no group labels; pass --protected ATTRIBUTE")
+        raise DecnnError(
+            f"{whose}, which has no protected groups: fairness reads celeba (with --protected ATTRIBUTE) or "
+            "colored-digits / colored-mnist (the colour); evaluate a run trained on one of those"
+        )
     return groups.numpy()
 
 
@@ -189,6 +192,11 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
                     f"run {path.name} is multi-label; fairness needs one task attribute (--set data.target=...)"
                 )
             changes: dict[str, Any] = {}
+            if run.cfg.data.name != "celeba" and protected not in (None, "color"):
+                raise DecnnError(
+                    f"run {path.name} is on {run.cfg.data.name}, which has no attribute {protected!r}: --protected "
+                    "names a CelebA attribute (the colored datasets' protected attribute is their colour); drop it"
+                )
             if run.cfg.data.name == "celeba":
                 if protected is None:
                     raise DecnnError("name the protected CelebA attribute with --protected, e.g. --protected Bald")
@@ -197,10 +205,10 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
                     changes["stratify"] = run.cfg.data.stratified_on
             splits = load_splits(data_config(run, o.data_root, **changes))
             dataset = splits.test if o.split == "test" else splits.val
+            groups = groups_of(dataset, f"run {path.name} is on {run.cfg.data.name}")
             # Only the predictive distribution is needed: sample just for methods that predict with a sample mean.
             samples = run.cfg.eval.samples if run.method.predictive == "sample-mean" else 1
             pred = predict_split(run, dataset, samples, progress, f"{path.name[:40]}")
-            groups = groups_of(dataset)
             names = splits.spec.group_names
             positive = splits.spec.output_names[-1]
             row: dict[str, Any] = {
