@@ -42,6 +42,13 @@ class Launcher(StrEnum):
     local = "local"
 
 
+class FairnessSplit(StrEnum):
+    """The split ``decnn fairness`` evaluates."""
+
+    test = "test"
+    val = "val"
+
+
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)
 
 T = TypeVar("T")
@@ -355,9 +362,20 @@ def fairness(
         str | None, typer.Option("--protected", help="Protected attribute (CelebA, e.g. Bald); colour for colored-*.")
     ] = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "fairness",
+    split: Annotated[
+        FairnessSplit, typer.Option("--split", help="The split evaluated (and halved for the probe).")
+    ] = FairnessSplit.test,
     probe_examples: Annotated[
-        int, typer.Option("--probe-examples", help="Test examples in each half (fit / score) of the probe.")
+        int, typer.Option("--probe-examples", help="Examples in each half (fit / score) of the probe.")
     ] = 5000,
+    protector: Annotated[
+        Path | None,
+        typer.Option(
+            "--protector",
+            help="Checkpoint of a protected-attribute classifier m: its balanced accuracy on the decodings g(h_l) "
+            "of runs with a decoder (default: the m of a run's Eq. 8).",
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     precision: EvalPrecisionOpt = None,
@@ -370,8 +388,15 @@ def fairness(
         from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
         shared = _shared(results, table, data_root, device, quiet, precision)
-        rows = evaluate_fairness(runs, FairnessOptions(**shared, protected=protected, probe_examples=probe_examples))
+        options = FairnessOptions(
+            **shared, protected=protected, split=split.value, probe_examples=probe_examples, protector=protector
+        )
+        rows = evaluate_fairness(runs, options)
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
+        if any("missing_groups" in row and row["missing_groups"] for row in rows):
+            columns.append("missing_groups")
+        if any("protector_balanced_accuracy_decoded" in row for row in rows):
+            columns.append("protector_balanced_accuracy_decoded")
         out.print(_rows_table("fairness", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 

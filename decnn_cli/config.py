@@ -51,8 +51,29 @@ class DataConfig(_Section):
         description="What to predict, when the dataset offers a choice: a CelebA attribute (default: all 40, "
         "multi-label) or 'digit' / 'color' for the coloured datasets.",
     )
-    negate_target: bool = Field(False, description="Predict the absence of `target` (CelebA: not No_Beard).")
-    protected: str | None = Field(None, description="Attribute carried along as group labels for fairness evaluation.")
+    negate_target: bool = Field(
+        False, description="Predict the absence of `target` (CelebA: not No_Beard, also offered as target 'Bearded')."
+    )
+    protected: str | None = Field(
+        None,
+        description="Attribute carried along as group labels: for the fairness evaluation, the identity split's "
+        "stratification (unless `stratify` names another) and the adversary (method.protect_adversary_weight). The "
+        "coloured datasets always carry their colour.",
+    )
+    split: Literal["official", "identity"] = Field(
+        "official",
+        description="How CelebA is split into train / val / test: 'official' (list_eval_partition.txt) or "
+        "'identity': a split seeded by `split_seed` in which no identity (identity_CelebA.txt) is in two splits and "
+        "each split holds about the same share of the `stratify` attribute (scikit-learn's StratifiedGroupKFold): "
+        "`test_fraction` of the identities for test, `val_fraction` of the rest for validation. For attributes the "
+        "official partition leaves out of a split (the 6,000-image subset's test partition has no bald person).",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="CelebA's 'identity' split: the share of identities held out for test."
+    )
+    stratify: str | None = Field(
+        None, description="CelebA's 'identity' split: the attribute it stratifies on (unset: `protected`)."
+    )
     holdout_attr: str | None = Field(
         None, description="CelebA attribute whose positive images are removed from train and val (Table 3)."
     )
@@ -82,6 +103,11 @@ class DataConfig(_Section):
         if value is not None and min(value) < 1:
             raise ValueError(f"image_size must be positive, got {list(value)}")
         return value
+
+    @property
+    def stratified_on(self) -> str | None:
+        """The attribute CelebA's 'identity' split keeps in proportion (derived: ``stratify``, else ``protected``)."""
+        return self.stratify or self.protected
 
 
 # Classifiers without hidden layers (the pretrained models m of Sec. 4.2): only methods that need no hidden layer

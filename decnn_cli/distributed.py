@@ -105,14 +105,16 @@ class LossModule(nn.Module):
     def __init__(self, model: nn.Module, method: MethodSpec, ctx: LossContext):
         super().__init__()
         self.model, self.method, self.ctx = model, method, ctx
+        self.terms = nn.ModuleList(ctx.modules)  # the loss terms' own weights (the adversary), synchronised too
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
+    def forward(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None):
+        self.ctx.groups = groups
         terms = self.method.loss(self.model, x, y, self.ctx)
         return terms.total, terms.logits, terms.parts
 
 
 def wrap(model: nn.Module, method: MethodSpec, ctx: LossContext, dctx: Distributed, device: torch.device):
-    """A callable (x, y) -> LossTerms-like tuple; DDP-wrapped when the job has several processes."""
+    """A callable (x, y, groups) -> LossTerms-like tuple; DDP-wrapped when the job has several processes."""
     module = LossModule(model, method, ctx)
     if not dctx.enabled:
         return module

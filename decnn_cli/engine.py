@@ -156,6 +156,15 @@ def _batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[torch.T
         yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
 
+def _grouped_batches(
+    loader: DataLoader, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(x, y, groups): the protected-attribute groups where the data carries them, else None."""
+    for batch in loader:
+        groups = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
+        yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True), groups
+
+
 def fit(
     model: nn.Module,
     method: MethodSpec,
@@ -177,7 +186,8 @@ def fit(
     dctx = dctx or Distributed()
     precision = resolve_precision(cfg, device)
     step_loss = distributed.wrap(model, method, ctx, dctx, device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # The loss terms' own modules (the adversary) train beside the model.
+    params = [p for module in (model, *ctx.modules) for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader)
     scheduler = None
@@ -198,10 +208,10 @@ def fit(
         correct_sum = torch.zeros((), device=device)
         seen = 0
         part_sums: dict[str, torch.Tensor] = {}
-        for i, (x, y) in enumerate(_batches(train_loader, device)):
+        for i, (x, y, groups) in enumerate(_grouped_batches(train_loader, device)):
             ctx.progress = ((epoch - 1) * steps_per_epoch + i) / (cfg.epochs * steps_per_epoch)
             with autocast(device, precision):
-                loss, logits, parts = step_loss(x, y)
+                loss, logits, parts = step_loss(x, y, groups)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -63,11 +63,26 @@ def build_config(
             f"invalid configuration at model.arch: arch {cfg.model.arch!r} has no hidden layers to decode; "
             f"use it with method {' or '.join(map(repr, usable))}"
         )
+    if cfg.model.arch in ARCHS_WITHOUT_HIDDEN_LAYERS and spec.adversary_of(cfg).active:
+        raise ConfigError(
+            f"invalid configuration at method.protect_adversary_weight: arch {cfg.model.arch!r} has no hidden layer "
+            "for the adversary to read; use model.arch mlp or cnn"
+        )
     return cfg
 
 
 # [data] keys that only some datasets read (``DatasetEntry.reads``).
-ONLY_SOME_DATASETS = ("target", "negate_target", "holdout_attr", "color_correlation", "image_size", "channels")
+ONLY_SOME_DATASETS = (
+    "target",
+    "negate_target",
+    "holdout_attr",
+    "color_correlation",
+    "image_size",
+    "channels",
+    "split",
+    "test_fraction",
+    "stratify",
+)
 
 
 def _dataset_options(merged: dict[str, Any], name: str, reads: frozenset[str], explicit: set[str]) -> dict[str, Any]:

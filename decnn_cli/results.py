@@ -25,7 +25,7 @@ from decnn_cli.config import RunConfig
 from decnn_cli.data import DATASETS
 from decnn_cli.data.sources import dataset_label
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import METHODS, PretrainedTerms
+from decnn_cli.methods import METHODS, AdversaryTerms, PretrainedTerms
 
 FINISHED_MARKER = "metrics.json"
 
@@ -132,9 +132,10 @@ def run_label(cfg: RunConfig) -> str:
 
 
 def run_tags(cfg: RunConfig) -> list[str]:
-    """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target and
-    held-out attribute (where its dataset reads them) and the pretrained models it is composed with or protected
-    by (the name of their run folder, without the dataset). Empty for a run that sets none of these."""
+    """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
+    attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
+    by (the name of their run folder, without the dataset) and the adversary's weight. Empty for a run that sets
+    none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
     data = cfg.data
@@ -144,6 +145,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
         tags.append(f"target-{'not-' if negated else ''}{data.target}")
     if "holdout_attr" in reads and data.holdout_attr is not None:
         tags.append(f"holdout-{data.holdout_attr}")
+    if "split" in reads and data.split != "official":
+        tags.append(f"split-{data.split}" + (f"-{data.stratified_on}" if data.stratified_on else ""))
     spec = METHODS.get(str(cfg.method.name))
     if spec is not None and spec.accepts_pretrained_terms:
         terms = PretrainedTerms.of(cfg.method)
@@ -152,6 +155,10 @@ def run_tags(cfg: RunConfig) -> list[str]:
             tags.append(f"{kind}-{_model_name(terms.compose_with, dataset_label(data.name))}")
         if terms.protect_with is not None:
             tags.append(f"protect-{_model_name(terms.protect_with, dataset_label(data.name))}")
+    if spec is not None and spec.accepts_adversary:
+        adversary = AdversaryTerms.of(cfg.method)
+        if adversary.active:
+            tags.append(f"adversary-{adversary.protect_adversary_weight:g}")
     return [re.sub(r"[^A-Za-z0-9._-]+", "-", tag) for tag in tags]
 
 

@@ -110,9 +110,13 @@ CELEBA_ATTRIBUTES = [
 ]
 
 
-def write_celeba(root: Path, n: int = 30, seed: int = 0) -> Path:
-    """Tiny CelebA in torchvision's layout: 178x218 JPEGs and the two annotation files, formatted as the
-    originals are (count line, names line with a trailing space, right-aligned -1/1 columns)."""
+def write_celeba(root: Path, n: int = 30, seed: int = 0, bald_people: tuple[int, ...] | None = None) -> Path:
+    """Tiny CelebA in torchvision's layout: 178x218 JPEGs, the attribute and partition files and the identity
+    file, formatted as the originals are (count line, names line with a trailing space, right-aligned -1/1 columns).
+
+    Image i shows person i // 3 (three images each). ``bald_people``: Bald is 1 exactly for these people's images
+    (else drawn at random like the other attributes); the partition puts the first 60% of images in train, the
+    next 20% in val and the rest in test."""
     import torch
     from torchvision.io import write_jpeg
 
@@ -122,6 +126,9 @@ def write_celeba(root: Path, n: int = 30, seed: int = 0) -> Path:
     images.mkdir(parents=True, exist_ok=True)
     attrs = rng.choice([-1, 1], size=(n, 40))
     attrs[:, CELEBA_ATTRIBUTES.index("Wearing_Hat")] = np.where(np.arange(n) % 3 == 0, 1, -1)
+    people = np.arange(n) // 3
+    if bald_people is not None:
+        attrs[:, CELEBA_ATTRIBUTES.index("Bald")] = np.where(np.isin(people, bald_people), 1, -1)
     attr_lines = [str(n), " ".join(CELEBA_ATTRIBUTES) + " "]
     part_lines = []
     for i in range(n):
@@ -133,6 +140,8 @@ def write_celeba(root: Path, n: int = 30, seed: int = 0) -> Path:
         part_lines.append(f"{name} {0 if i < n * 0.6 else (1 if i < n * 0.8 else 2)}")
     (folder / "list_attr_celeba.txt").write_text("\n".join(attr_lines) + "\n")
     (folder / "list_eval_partition.txt").write_text("\n".join(part_lines) + "\n")
+    identity_lines = [f"{i + 1:06d}.jpg {1000 + person}" for i, person in enumerate(people)]
+    (folder / "identity_CelebA.txt").write_text("\r\n".join(identity_lines) + "\r\n")  # CRLF, as upstream
     return root
 
 

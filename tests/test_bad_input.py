@@ -94,3 +94,13 @@ def test_compose_with_takes_a_run_folder_and_warns_about_another_dataset(runner,
     empty.mkdir()
     result = runner.invoke(app, [*composed[:-1], str(empty), "--out", str(out / "g"), *TINY_REDECNN])
     _fails(result, 2, "is a folder without model.pt")
+
+
+def test_fairness_on_a_dataset_without_groups_says_which_datasets_have_them(runner, run: Path, tmp_path: Path):
+    results = tmp_path / "results"
+    named = runner.invoke(app, ["fairness", str(run), "--protected", "Bald", "--results", str(results), "-q"])
+    _fails(named, 1, f"run {run.name} is on digits, which has no attribute 'Bald'", "drop it")
+    unnamed = runner.invoke(app, ["fairness", str(run), "--results", str(results), "-q"])
+    _fails(unnamed, 1, "which has no protected groups", "celeba (with --protected ATTRIBUTE)")
+    assert "pass --protected" not in unnamed.output  # the old message asked for the option that cannot help
+    assert not results.exists() or not any(results.iterdir())

@@ -16,11 +16,12 @@ from decnn_cli.config import DataConfig
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.fairness import linear_probe_f1
+from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness, linear_probe_f1, task_f1
 from decnn_cli.experiments.train import train
 from decnn_cli.methods import LossContext, get_method
 from decnn_cli.resolve import build_config
 from decnn_cli.tasks import TaskHead
+from tests.conftest import write_celeba
 
 TINY = [
     "train.epochs=1",
@@ -248,3 +249,69 @@ def test_eq8_term_reaches_the_decoder_only_when_asked(pretrained, method_name: s
     assert size["classifier"] > 0  # the Eq. 8 gradient always reaches f, through the decoded activation
     assert (size["decoder"] > 0) is trains_decoder
     assert all(p.requires_grad for p in model.decoder.parameters())  # held only for the term, then released
+
+
+def test_task_f1_is_undefined_for_a_group_without_positives():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7]])
+    assert np.isnan(task_f1(np.array([0, 0]), probs))
+    assert task_f1(np.array([0, 1]), probs) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def celeba_without_bald_test(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Bearded run on CelebA files whose official test partition holds no bald person (people 8-9)."""
+    root = write_celeba(tmp_path_factory.mktemp("data"), bald_people=(0, 2, 6))
+    cfg = build_config(
+        overrides=[
+            "method.name=redecnn",
+            "data.name=celeba",
+            f"data.root={root}",
+            "data.target=Bearded",
+            "data.protected=Bald",
+            f"out_dir={tmp_path_factory.mktemp('runs')}",
+            *TINY,
+        ]
+    )
+    return root, train(cfg, show_progress=False).run_dir
+
+
+def test_fairness_reports_the_group_a_split_holds_and_names_the_missing_one(celeba_without_bald_test, tmp_path, runner):
+    root, run = celeba_without_bald_test
+    result = runner.invoke(
+        app, ["fairness", str(run), "--protected", "Bald", "--data-root", str(root), "--results", str(tmp_path), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no example of group 'Bald'" in result.output
+    row = pd.read_csv(tmp_path / "fairness.csv").iloc[0]
+    assert row["missing_groups"] == "Bald" and row["split"] == "test"
+    assert (row["n_group0"], row["n_group1"]) == (6, 0)
+    assert np.isnan(row["f1_group1"]) and np.isnan(row["ece_group1"]) and np.isnan(row["f1_gap"])
+    assert 0.0 <= row["ece_group0"] <= 100.0 and 0.0 <= row["accuracy_group0"] <= 100.0
+    assert np.isnan(row["probe_f1"])  # a probe needs both groups
+    # The validation partition holds one bald person (three images): the user can read it instead.
+    options = ["--protected", "Bald", "--split", "val", "--data-root", str(root), "--results", str(tmp_path / "val")]
+    result = runner.invoke(app, ["fairness", str(run), *options, "-q"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "val" / "fairness.csv").iloc[0]
+    assert (row["n_group0"], row["n_group1"], row["split"]) == (3, 3, "val")
+    assert pd.isna(row["missing_groups"])
+
+
+def test_fairness_reads_what_m_finds_in_the_decodings(pretrained, tmp_path: Path):
+    run = train(
+        build_config(
+            overrides=[
+                "method.name=redecnn",
+                "data.name=colored-digits",
+                f"method.protect_with={pretrained['colour']}",
+                f"out_dir={tmp_path / 'runs'}",
+                *TINY,
+            ]
+        ),
+        show_progress=False,
+    ).run_dir
+    (row,) = evaluate_fairness([run], FairnessOptions(results_dir=tmp_path / "res", show_progress=False))
+    layers = [row[f"protector_balanced_accuracy_l{i}"] for i in (1, 2, 3)]  # model.depth=3
+    assert all(0.0 <= value <= 1.0 for value in layers)
+    assert row["protector_balanced_accuracy_decoded"] == pytest.approx(np.mean(layers))
+    assert 0.0 <= row["protector_balanced_accuracy_input"] <= 1.0

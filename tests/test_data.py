@@ -10,7 +10,7 @@ from decnn_cli.config import DataConfig
 from decnn_cli.data import DATASETS, load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from tests.conftest import REAL_DATA_ROOT, requires_real_data, write_idx, write_mnist_like
+from tests.conftest import REAL_DATA_ROOT, requires_real_data, write_celeba, write_idx, write_mnist_like
 
 
 def _check_split(ds, shape, n_max=None):
@@ -197,6 +197,82 @@ def test_celeba_missing_partition_file_says_what_to_put_where(celeba_root: Path)
     (celeba_root / "celeba" / "list_eval_partition.txt").unlink()
     with pytest.raises(DecnnError, match="list_eval_partition.txt is missing"):
         load_splits(DataConfig(name="celeba", root=celeba_root))
+
+
+def test_celeba_bearded_is_not_no_beard(celeba_root: Path):
+    bearded = load_splits(DataConfig(name="celeba", root=celeba_root, target="Bearded"))
+    negated = load_splits(DataConfig(name="celeba", root=celeba_root, target="No_Beard", negate_target=True))
+    assert torch.equal(bearded.test.targets, negated.test.targets)
+    assert bearded.spec.output_names == ("no (Bearded)", "yes (Bearded)")
+    grouped = load_splits(DataConfig(name="celeba", root=celeba_root, target="Male", protected="Bearded"))
+    assert torch.equal(grouped.test.groups, negated.test.targets)
+
+
+def _person(file: str) -> int:
+    return (int(file.removesuffix(".jpg")) - 1) // 3  # the fixture's person of image i is i // 3
+
+
+@pytest.fixture
+def celeba_people(tmp_path: Path) -> Path:
+    """60 images of 20 people; 5 of them (15 images) bald."""
+    return write_celeba(tmp_path / "data", n=60, bald_people=(0, 4, 8, 12, 16))
+
+
+def test_celeba_identity_split_keeps_people_apart_and_spreads_the_protected_attribute(celeba_people: Path):
+    cfg = DataConfig(name="celeba", root=celeba_people, target="Bearded", protected="Bald", split="identity")
+    splits = load_splits(cfg)
+    people = [{_person(f) for f in part.files} for part in (splits.train, splits.val, splits.test)]
+    assert not (people[0] & people[1] or people[0] & people[2] or people[1] & people[2])
+    assert len(people[0] | people[1] | people[2]) == 20 and len(people[2]) == 4  # test: 0.2 of the people
+    assert sum(len(part) for part in (splits.train, splits.val, splits.test)) == 60
+    # Stratified: a quarter of the people are bald, and so is one of the four test people (three of sixteen
+    # elsewhere), not none or all.
+    bald = {0, 4, 8, 12, 16}
+    assert len(people[2] & bald) == 1 and len(people[0] & bald) >= 2
+    assert int(splits.test.groups.sum()) == 3  # the groups follow the images
+    (note,) = splits.notes
+    assert "stratified on Bald" in note and "test 12 images of 4 people, Bald 3 of 1 people" in note
+    again = load_splits(cfg)
+    assert again.test.files == splits.test.files
+    other = [load_splits(cfg.model_copy(update={"split_seed": seed})).test.files for seed in (1, 2, 3)]
+    assert any(files != splits.test.files for files in other)
+
+
+def test_celeba_identity_split_stays_on_its_attribute_when_the_groups_change(celeba_people: Path):
+    bald = DataConfig(name="celeba", root=celeba_people, target="Bearded", protected="Bald", split="identity")
+    male = bald.model_copy(update={"protected": "Male", "stratify": "Bald"})
+    assert load_splits(male).test.files == load_splits(bald).test.files
+    assert load_splits(male).spec.group_names == ("not Male", "Male")
+
+
+def test_celeba_official_split_counts_the_protected_attribute(tmp_path: Path):
+    root = write_celeba(tmp_path / "data", bald_people=(0, 2, 6))  # people 0-5 train, 6-7 val, 8-9 test
+    splits = load_splits(DataConfig(name="celeba", root=root, target="Bearded", protected="Bald"))
+    (note,) = splits.notes
+    assert note == "protected attribute per split: train 18 images, Bald 6; val 6 images, Bald 3; test 6 images, Bald 0"
+
+
+def test_celeba_identity_split_without_identity_file_says_what_to_put_where(celeba_root: Path):
+    (celeba_root / "celeba" / "identity_CelebA.txt").unlink()
+    with pytest.raises(DecnnError, match="identity_CelebA.txt"):
+        load_splits(DataConfig(name="celeba", root=celeba_root, split="identity"))
+    load_splits(DataConfig(name="celeba", root=celeba_root))  # the official partition does not need it
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(
+    not (REAL_DATA_ROOT and (Path(REAL_DATA_ROOT) / "celeba" / "identity_CelebA.txt").is_file()),
+    reason="set DECNN_DATA_ROOT to a folder holding the CelebA subset",
+)
+def test_real_celeba_identity_split_puts_bald_people_in_test():
+    cfg = DataConfig(name="celeba", root=Path(REAL_DATA_ROOT), target="Bearded", protected="Bald", split="identity")
+    splits = load_splits(cfg)
+    from decnn_cli.data.celeba import read_identities
+
+    assert int(splits.test.groups.sum()) > 0  # the official test partition holds none
+    person = read_identities(Path(REAL_DATA_ROOT) / "celeba")
+    people = [set(person[part.files]) for part in (splits.train, splits.val, splits.test)]
+    assert not (people[0] & people[1] or people[0] & people[2] or people[1] & people[2])
 
 
 def test_celeba_malformed_attribute_file(celeba_root: Path):

@@ -34,6 +34,9 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("data", "protected"): "Bald",
     ("data", "holdout_attr"): "Bald",
     ("data", "color_correlation"): 0.5,
+    ("data", "split"): "identity",
+    ("data", "test_fraction"): 0.3,
+    ("data", "stratify"): "Male",
     ("data", "image_size"): [32, 32],
     ("data", "channels"): 3,
     ("model", "arch"): "cnn",
@@ -77,6 +80,10 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_with"): "/pretrained/p/model.pt",
     ("method", "protect_weight"): 2.0,
     ("method", "protect_trains_decoder"): False,
+    ("method", "protect_adversary_weight"): 1.0,
+    ("method", "protect_adversary_hidden"): 8,
+    ("method", "protect_adversary_given_label"): False,
+    ("method", "protect_adversary_objective"): "confusion",
 }
 
 # Whether changing a key of the data, model, train and eval sections (on the bundled digits, an MLP, the MLP
@@ -95,6 +102,9 @@ CHANGES_RESULT = {
     ("data", "protected"): False,  # group labels only, for the fairness evaluation
     ("data", "holdout_attr"): False,
     ("data", "color_correlation"): False,
+    ("data", "split"): False,  # CelebA's only
+    ("data", "test_fraction"): False,
+    ("data", "stratify"): False,
     ("data", "image_size"): False,  # read by folder: and torchvision: datasets only
     ("data", "channels"): False,
     ("model", "arch"): True,
@@ -163,8 +173,11 @@ def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
         if setting is not None:
             # A method reads its own settings, and the pretrained-model terms once it is given a model (the
             # weight or target of a term without its model is read by nobody).
-            expected = setting in spec.settings.model_fields or (
-                spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with")
+            # The adversary's weight turns it on (its other settings are read once it is on).
+            expected = (
+                setting in spec.settings.model_fields
+                or (spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with"))
+                or (spec.accepts_adversary and setting == "protect_adversary_weight")
             )
         else:
             verdict = CHANGES_RESULT[key]
@@ -206,6 +219,22 @@ def test_dataset_specific_keys_rename_the_folders_of_datasets_that_read_them():
     resnet = ["model.decoder=resnet"]
     assert _name("decnn", *resnet, "model.decoder_channels=16") != _name("decnn", *resnet)
     assert _name("standard", "model.arch=cnn", "model.cnn_channels=8") != _name("standard", "model.arch=cnn")
+
+
+def test_celebas_identity_split_and_the_attribute_it_stratifies_on_rename_its_folders():
+    bearded = ("data.name=celeba", "data.target=Bearded", "data.protected=Bald")
+    official = _name("redecnn", *bearded)
+    assert official == _name("redecnn", "data.name=celeba", "data.target=Bearded")  # groups only label the evaluation
+    assert official == _name("redecnn", *bearded, "data.test_fraction=0.3")  # read by the identity split only
+    identity = _name("redecnn", *bearded, "data.split=identity")
+    assert identity != official and "__target-Bearded__split-identity-Bald__" in identity
+    # The split is stratified on the protected attribute unless `stratify` names another.
+    assert _name("redecnn", *bearded, "data.split=identity", "data.protected=Male") != identity
+    stratified = ("data.split=identity", "data.stratify=Bald")
+    assert _name("redecnn", *bearded, *stratified) == _name("redecnn", *bearded, *stratified, "data.protected=Male")
+    assert _name("redecnn", *bearded, "data.split=identity", "data.test_fraction=0.3") != identity
+    # The official partition is the default: naming it changes nothing.
+    assert _name("redecnn", *bearded, "data.split=official") == official
 
 
 def test_folder_datasets_are_named_safely_and_keyed_on_their_path_and_image_shape(tmp_path: Path):

@@ -107,11 +107,11 @@ DATASETS: dict[str, DatasetEntry] = {
     # Batch 32: the 6,000-image subset's 4,560 training faces give 143 steps per epoch (36 at 128). Set
     # data.batch_size = 128 for the full CelebA.
     "celeba": DatasetEntry(
-        "CelebA aligned faces at 64x64 RGB, 40 attributes",
+        "CelebA aligned faces at 64x64 RGB, 40 attributes (and Bearded = not No_Beard as a target)",
         _loader("celeba"),
         True,
         batch_size=32,
-        reads=frozenset({"target", "negate_target", "holdout_attr"}),
+        reads=frozenset({"target", "negate_target", "holdout_attr", "protected", "split", "test_fraction", "stratify"}),
         multilabel=True,
     ),
     "audiomnist": DatasetEntry(

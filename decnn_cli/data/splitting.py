@@ -45,6 +45,23 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))])
 
 
+def groups_of(dataset: Dataset) -> torch.Tensor | None:
+    """The protected-attribute group of every example of a split (N,), read without its inputs where it keeps them
+    apart (a TensorDataset's third tensor, a dataset's ``groups``, a Subset of either); None when the split carries
+    no groups."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[2] if len(dataset.tensors) > 2 else None
+    if isinstance(dataset, Subset):
+        groups = groups_of(dataset.dataset)
+        return None if groups is None else groups[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if hasattr(dataset, "groups"):
+        groups = dataset.groups
+        return None if groups is None else torch.as_tensor(groups)
+    if len(dataset) == 0 or len(dataset[0]) < 3:
+        return None
+    return torch.stack([torch.as_tensor(dataset[i][2]) for i in range(len(dataset))])
+
+
 def split_off_val(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Seeded split of a training set into (train, val)."""
     n = len(dataset)

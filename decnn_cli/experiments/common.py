@@ -18,7 +18,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import MethodSettings, MethodSpec, PretrainedTerms
+from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms
 from decnn_cli.results import FINISHED_MARKER, check_writable_folder
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
@@ -95,7 +95,8 @@ def _pretrained_arch(path: Path) -> str:
 
 
 def run_variant(cfg: RunConfig) -> str:
-    """'none', or the pretrained-model terms a run was trained with: 'Eq. 7: linear', 'direct: resnet18', 'Eq. 8'."""
+    """'none', or the pretrained-model terms and adversary a run was trained with: 'Eq. 7: linear',
+    'direct: resnet18', 'Eq. 8', 'adversary 1' (its weight)."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
     if terms.compose_with is not None:
@@ -103,6 +104,9 @@ def run_variant(cfg: RunConfig) -> str:
         parts.append(f"{kind}: {_pretrained_arch(terms.compose_with)}")
     if terms.protect_with is not None:
         parts.append("Eq. 8")
+    adversary = AdversaryTerms.of(cfg.method)
+    if adversary.active:
+        parts.append(f"adversary {adversary.protect_adversary_weight:g}")
     return ", ".join(parts) or "none"
 
 

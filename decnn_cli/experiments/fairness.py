@@ -1,11 +1,15 @@
-"""``decnn fairness``: per-group F1, AP and ECE of the task (Table 7) and a linear probe for the protected
-attribute on the frozen last hidden layer (Table 8)."""
+"""``decnn fairness``: per-group F1, AP and ECE of the task (Table 7), a linear probe for the protected attribute on
+the frozen last hidden layer (Table 8) and, for runs with a decoder, what a protected-attribute classifier m reads
+off the decodings g(h_l) (the decoded-image diagnosis of Eq. 8).
+
+A group that the evaluated split lacks (CelebA's official test partition has no bald person) is named in a warning
+and in the row's ``missing_groups``; everything that can be computed without it is reported, the rest is NaN."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,10 +17,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from decnn_cli import metrics
+from decnn_cli.composition import load_frozen
 from decnn_cli.data import load_splits
+from decnn_cli.data.splitting import groups_of as split_groups
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.engine import progress_or_new
 from decnn_cli.errors import DecnnError
@@ -27,8 +33,10 @@ from decnn_cli.experiments.common import (
     load_run,
     predict_split,
     resolve_runs,
+    warn,
     warn_constant_outputs,
 )
+from decnn_cli.methods import PretrainedTerms
 from decnn_cli.models.bayesian import use_posterior_mean
 from decnn_cli.results import write_tables
 
@@ -36,6 +44,8 @@ SECTIONS = [
     ("f1_group0", "Task F1, group 0 (Table 7)", 3),
     ("f1_group1", "Task F1, group 1 (Table 7)", 3),
     ("f1_gap", "Task F1 gap |group 1 - group 0| (lower = more even)", 3),
+    ("accuracy_group0", "Task accuracy (%), group 0", 2),
+    ("accuracy_group1", "Task accuracy (%), group 1", 2),
     ("ap_group0", "Task AP (%), group 0", 1),
     ("ap_group1", "Task AP (%), group 1", 1),
     ("ece_group0", "Task ECE (%), group 0", 2),
@@ -46,14 +56,21 @@ SECTIONS = [
         3,
     ),
     ("accuracy", "Task accuracy (%)", 2),
+    (
+        "protector_balanced_accuracy_decoded",
+        "m's balanced accuracy on the protected attribute from the decodings g(h_l), mean over layers (0.5 = chance)",
+        3,
+    ),
+    ("protector_balanced_accuracy_input", "m's balanced accuracy on the protected attribute from the inputs", 3),
 ]
 
 
 def task_f1(labels: np.ndarray, probs: np.ndarray) -> float:
-    """F1 of the positive class for binary tasks, macro F1 over classes otherwise."""
+    """F1 of the positive class for binary tasks (NaN where no label is positive: recall is undefined there, and so
+    is AP), macro F1 over classes otherwise."""
     predictions = probs.argmax(-1)
     if probs.shape[1] == 2:
-        return float(f1_score(labels, predictions, zero_division=0))
+        return float(f1_score(labels, predictions, zero_division=0)) if labels.any() else float("nan")
     return float(f1_score(labels, predictions, average="macro", labels=np.arange(probs.shape[1]), zero_division=0))
 
 
@@ -65,13 +82,15 @@ def task_ap(labels: np.ndarray, probs: np.ndarray) -> float:
     return 100.0 * float(average_precision_score(onehot, probs, average="macro"))
 
 
-def groups_of(dataset: Dataset) -> np.ndarray:
+def groups_of(dataset: Dataset, whose: str = "this dataset") -> np.ndarray:
     """The protected-attribute group label of every example (the third item of each example)."""
-    if isinstance(dataset, TensorDataset):
-        if len(dataset.tensors) < 3:
-            raise DecnnError("this dataset carries no group labels; pass --protected ATTRIBUTE")
-        return dataset.tensors[2].numpy()
-    return np.array([int(dataset[i][2]) for i in range(len(dataset))])
+    groups = split_groups(dataset)
+    if groups is None:
+        raise DecnnError(
+            f"{whose}, which has no protected groups: fairness reads celeba (with --protected ATTRIBUTE) or "
+            "colored-digits / colored-mnist (the colour); evaluate a run trained on one of those"
+        )
+    return groups.numpy()
 
 
 @torch.no_grad()
@@ -96,9 +115,11 @@ def last_hidden(run: Run, dataset: Dataset) -> np.ndarray:
 def linear_probe_f1(
     train_x: np.ndarray, train_g: np.ndarray, test_x: np.ndarray, test_g: np.ndarray
 ) -> dict[str, float]:
-    """Fit logistic regression (standardised features) to predict the group; F1 (positive group, or macro) on test."""
+    """Fit logistic regression (standardised features) to predict the group; F1 (positive group, or macro) on test.
+
+    NaN when the fitting half holds a single group (nothing to tell apart; the caller names the missing group)."""
     if len(np.unique(train_g)) < 2:
-        raise DecnnError("the probe's training split holds a single group; use more examples (drop --subset)")
+        return {"probe_f1": float("nan"), "probe_accuracy": float("nan")}
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     probe.fit(train_x, train_g)
     predicted = probe.predict(test_x)
@@ -116,14 +137,46 @@ def probe_halves(n: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     return order[:half], order[half : 2 * half]
 
 
+def balanced_accuracy(groups: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean over the groups present of the share of each group predicted as itself (0.5 = chance for two groups,
+    whatever their sizes)."""
+    return float(np.mean([(predicted[groups == g] == g).mean() for g in np.unique(groups)]))
+
+
+@torch.no_grad()
+def decoded_reading(run: Run, dataset: Dataset, protector: torch.nn.Module, groups: np.ndarray) -> dict[str, float]:
+    """What the protected-attribute classifier m reads from the inputs and from every layer's decoding g(h_l):
+    balanced accuracy (0.5 = chance) per layer and their mean. Eq. 8 asks m to read nothing from g(h_l); the probe
+    asks whether h_L still holds the attribute."""
+    run.model.eval()
+    inputs, decoded = [], []
+    for batch in make_loader(dataset, 128, shuffle=False):
+        x = batch[0].to(run.device)
+        hidden = run.model(x)[1]
+        images = run.model.decoder.decode_all(hidden)  # (L, B, C, H, W)
+        inputs.append(protector(x).argmax(-1).cpu())
+        decoded.append(protector(images.flatten(0, 1)).argmax(-1).view(len(hidden), -1).cpu())  # (L, B)
+    on_inputs, per_layer = torch.cat(inputs).numpy(), torch.cat(decoded, dim=1).numpy()
+    layers = [balanced_accuracy(groups, predicted) for predicted in per_layer]
+    row = {
+        "protector_balanced_accuracy_input": balanced_accuracy(groups, on_inputs),
+        "protector_balanced_accuracy_decoded": float(np.mean(layers)),
+    }
+    return row | {f"protector_balanced_accuracy_l{i + 1}": value for i, value in enumerate(layers)}
+
+
 @dataclass(frozen=True)
 class FairnessOptions(EvalOptions):
-    """``protected`` names the attribute (CelebA; the coloured datasets always carry their colour);
-    ``probe_examples``: test examples in each half (fit / score) of the linear probe."""
+    """``protected`` names the attribute (CelebA; the coloured datasets always carry their colour); ``split``: the
+    split evaluated ("test", or "val"); ``probe_examples``: examples of that split in each half (fit / score) of the
+    linear probe; ``protector``: checkpoint of a protected-attribute classifier m for the decoded-image diagnosis of
+    runs with a decoder (default: the m a run was trained against by Eq. 8, if any)."""
 
     table: str = "fairness"
     protected: str | None = None
+    split: Literal["test", "val"] = "test"
     probe_examples: int = 5000
+    protector: Path | None = None
 
 
 def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = FairnessOptions()) -> list[dict[str, Any]]:
@@ -139,36 +192,72 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
                     f"run {path.name} is multi-label; fairness needs one task attribute (--set data.target=...)"
                 )
             changes: dict[str, Any] = {}
+            if run.cfg.data.name != "celeba" and protected not in (None, "color"):
+                raise DecnnError(
+                    f"run {path.name} is on {run.cfg.data.name}, which has no attribute {protected!r}: --protected "
+                    "names a CelebA attribute (the colored datasets' protected attribute is their colour); drop it"
+                )
             if run.cfg.data.name == "celeba":
                 if protected is None:
                     raise DecnnError("name the protected CelebA attribute with --protected, e.g. --protected Bald")
                 changes["protected"] = protected
+                if run.cfg.data.split == "identity":  # the groups change, the run's split does not
+                    changes["stratify"] = run.cfg.data.stratified_on
             splits = load_splits(data_config(run, o.data_root, **changes))
+            dataset = splits.test if o.split == "test" else splits.val
+            groups = groups_of(dataset, f"run {path.name} is on {run.cfg.data.name}")
             # Only the predictive distribution is needed: sample just for methods that predict with a sample mean.
             samples = run.cfg.eval.samples if run.method.predictive == "sample-mean" else 1
-            pred = predict_split(run, splits.test, samples, progress, f"{path.name[:40]}")
-            groups = groups_of(splits.test)
+            pred = predict_split(run, dataset, samples, progress, f"{path.name[:40]}")
+            names = splits.spec.group_names
+            positive = splits.spec.output_names[-1]
             row: dict[str, Any] = {
                 **run.identity(),
                 "protected": protected or "color",
+                "split": o.split,
                 "accuracy": metrics.accuracy(pred.probs, pred.labels, "multiclass"),
                 "constant_outputs": warn_constant_outputs(run, pred),
             }
+            missing = []
             for g in (0, 1):
                 members = groups == g
                 labels, probs = pred.labels[members], pred.probs[members]
                 row[f"n_group{g}"] = int(members.sum())
-                row[f"f1_group{g}"] = task_f1(labels, probs) if members.any() else float("nan")
-                row[f"ap_group{g}"] = task_ap(labels, probs) if members.any() else float("nan")
-                row[f"ece_group{g}"] = metrics.ece(probs, labels, "multiclass") if members.any() else float("nan")
+                if not members.any():
+                    missing.append(names[g])
+                    for metric in ("f1", "ap", "ece", "accuracy"):
+                        row[f"{metric}_group{g}"] = float("nan")
+                    continue
+                if probs.shape[1] == 2 and not labels.any():
+                    warn(
+                        f"{path.name}: group {names[g]!r} has no {positive!r} example in the {o.split} split; its "
+                        "task F1 and AP are undefined (NaN)"
+                    )
+                row[f"f1_group{g}"] = task_f1(labels, probs)
+                row[f"ap_group{g}"] = task_ap(labels, probs)
+                row[f"ece_group{g}"] = metrics.ece(probs, labels, "multiclass")
+                row[f"accuracy_group{g}"] = metrics.accuracy(probs, labels, "multiclass")
             row["f1_gap"] = abs(row["f1_group1"] - row["f1_group0"])
-            # The probe is fitted on one half of the test split and scored on the other: in the coloured
+            row["missing_groups"] = " / ".join(missing)
+            if missing:
+                warn(
+                    f"{path.name}: the {o.split} split holds no example of group {' / '.join(map(repr, missing))} "
+                    f"of {protected or 'color'}; only the other group's metrics are reported, and no probe can be "
+                    "fitted (CelebA: --set data.split=identity splits by person, stratified on the attribute)"
+                )
+            # The probe is fitted on one half of the evaluated split and scored on the other: in the coloured
             # datasets' training split the colour is correlated with the label, so a probe fitted there could
             # find it through the label alone; at test the two are independent.
-            features = last_hidden(run, splits.test)
+            features = last_hidden(run, dataset)
             fit, score = probe_halves(len(groups), o.probe_examples, run.cfg.data.split_seed)
             row |= linear_probe_f1(features[fit], groups[fit], features[score], groups[score])
-            row["group_names"] = " / ".join(splits.spec.group_names)
+            if not missing and np.isnan(row["probe_f1"]):
+                warn(f"{path.name}: the probe's fitting half holds a single group; its F1 is NaN (use more examples)")
+            protector = o.protector or PretrainedTerms.of(run.cfg.method).protect_with
+            if run.method.uses_decoder and protector is not None:
+                m = load_frozen(Path(protector), run.spec, run.device, "protected-attribute model", same_classes=False)
+                row |= decoded_reading(run, dataset, m, groups)
+            row["group_names"] = " / ".join(names)
             rows.append(row)
     write_tables(
         results_dir,
@@ -178,8 +267,9 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
         sections=SECTIONS,
         columns=["dataset"],
         preamble="Written by `decnn fairness`. Groups are the values of the protected attribute (group 1 has it). "
-        "The probe is a logistic regression on the frozen last hidden layer, fitted on one half of the test "
-        "split and scored on the other (in the coloured datasets the colour is independent of the label at test, "
-        "so the probe cannot find it through the label).",
+        "The probe is a logistic regression on the frozen last hidden layer, fitted on one half of the evaluated "
+        "split (test unless --split val) and scored on the other (in the coloured datasets the colour is "
+        "independent of the label at test, so the probe cannot find it through the label). A group the split "
+        "lacks is named in `missing_groups` and its metrics are NaN.",
     )
     return rows

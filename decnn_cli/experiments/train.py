@@ -14,6 +14,7 @@ from rich.progress import Progress
 from torch.utils.data import DistributedSampler
 
 from decnn_cli import distributed, engine, metrics, plots
+from decnn_cli.adversary import GroupAdversary, attach_adversary
 from decnn_cli.config import RunConfig, TrainConfig, dump_toml
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
@@ -95,6 +96,13 @@ def positive_weights(task: TaskHead, spec: DataSpec) -> dict[str, float] | None:
     return {name: round(weight, 4) for name, weight in zip(names, task.pos_weight, strict=True)}
 
 
+def adversary_weights(adversary: GroupAdversary | None, spec: DataSpec) -> dict[str, float] | None:
+    """The weight of each protected group in the adversary's loss by group name (metrics.json), None without one."""
+    if adversary is None:
+        return None
+    return {name: round(float(w), 4) for name, w in zip(spec.group_names, adversary.group_weights, strict=False)}
+
+
 def _train(
     cfg: RunConfig,
     console: Console,
@@ -115,6 +123,7 @@ def _train(
     from decnn_cli.composition import attach_pretrained_terms
 
     attach_pretrained_terms(ctx, method.terms_of(cfg), splits.spec, device)
+    adversary = attach_adversary(ctx, method.adversary_of(cfg), model, splits.spec, splits.train, device)
     sampler = None
     if dctx.enabled:
         sampler = DistributedSampler(splits.train, dctx.world_size, dctx.rank, shuffle=True, seed=cfg.train.seed)
@@ -179,6 +188,7 @@ def _train(
             "test_examples": len(splits.test),
             "data_notes": splits.notes,
             "pos_weight": positive_weights(task, splits.spec),
+            "adversary_group_weights": adversary_weights(adversary, splits.spec),
             "test_accuracy": metrics.accuracy(pred.probs, pred.labels, pred.task),
             "test_point_accuracy": metrics.accuracy(pred.point_probs, pred.labels, pred.task),
             "test_nll": metrics.nll(pred.probs, pred.labels, pred.task),

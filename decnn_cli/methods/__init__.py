@@ -13,7 +13,14 @@ from pydantic import ValidationError
 
 from decnn_cli.errors import ConfigError, DecnnError
 from decnn_cli.methods import bayesnn, decodable, ensemble, standard
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, PretrainedTerms
+from decnn_cli.methods.base import (
+    AdversaryTerms,
+    LossContext,
+    LossTerms,
+    MethodSettings,
+    MethodSpec,
+    PretrainedTerms,
+)
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
@@ -42,8 +49,8 @@ def get_method(name: str) -> MethodSpec:
 
 def method_keys() -> list[str]:
     """Every key of the flat ``[method]`` section: ``name``, the settings of every registered method, and the
-    shared pretrained-model terms."""
-    keys = {"name", *PretrainedTerms.model_fields}
+    shared pretrained-model terms and adversary."""
+    keys = {"name", *PretrainedTerms.model_fields, *AdversaryTerms.model_fields}
     for spec in METHODS.values():
         keys |= set(spec.settings.model_fields)
     return sorted(keys)
@@ -51,6 +58,10 @@ def method_keys() -> list[str]:
 
 def accepting_pretrained_terms() -> list[str]:
     return [name for name, spec in METHODS.items() if spec.accepts_pretrained_terms]
+
+
+def accepting_adversary() -> list[str]:
+    return [name for name, spec in METHODS.items() if spec.accepts_adversary]
 
 
 def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +80,11 @@ def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
     for key in section:
         if key not in known:
             raise ConfigError(f"invalid configuration at method.{key}: unknown key; valid keys here: {known}")
-    models: list[type[MethodSettings]] = [PretrainedTerms, *dict.fromkeys(spec.settings for spec in METHODS.values())]
+    models: list[type[MethodSettings]] = [
+        PretrainedTerms,
+        AdversaryTerms,
+        *dict.fromkeys(spec.settings for spec in METHODS.values()),
+    ]
     for model in models:
         given = {k: v for k, v in section.items() if k in model.model_fields}
         try:
@@ -87,9 +102,17 @@ def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
             "--compose-with and --protect-with act on decoded activations; use them with "
             f"{' or '.join(accepting_pretrained_terms())}, not {name}"
         )
+    adversary = AdversaryTerms.model_validate({k: v for k, v in section.items() if k in AdversaryTerms.model_fields})
+    if adversary.active and not spec.accepts_adversary:
+        raise ConfigError(
+            "method.protect_adversary_weight acts on the hidden activations that a method's loss passes on; use it "
+            f"with {', '.join(accepting_adversary())}, not {name}"
+        )
     resolved = {"name": name, **settings.model_dump(mode="json", exclude_none=True)}
     if spec.accepts_pretrained_terms:
         resolved |= terms.model_dump(mode="json", exclude_none=True)
+    if spec.accepts_adversary:
+        resolved |= adversary.model_dump(mode="json", exclude_none=True)
     return resolved
 
 
@@ -97,6 +120,7 @@ __all__ = [
     "BASELINE",
     "DEFAULT_METHOD",
     "METHODS",
+    "AdversaryTerms",
     "LossContext",
     "LossTerms",
     "MethodSettings",

@@ -106,6 +106,67 @@ class PretrainedTerms(MethodSettings):
         return unread
 
 
+class AdversaryTerms(MethodSettings):
+    """An adversary that reads the protected attribute off f's last hidden layer h_L, trained against f through
+    gradient reversal (Ganin & Lempitsky 2015; the label-conditioned form of Zhang et al. 2018), for methods that
+    accept it (``MethodSpec.accepts_adversary``); ``decnn_cli.adversary`` adds it to the loss.
+
+    Eq. 8 constrains what the decoder g draws from h; this term acts on h itself, the quantity a linear probe reads
+    (Table 8): the adversary minimises its cross-entropy on the protected attribute, and the same cross-entropy
+    reaches f multiplied by -weight, so f learns to leave the attribute out of h_L.
+    """
+
+    protect_adversary_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of the reversed gradient the adversary's cross-entropy sends into f (0: no adversary). "
+        "Needs the protected attribute's labels in training: data.protected on CelebA; the coloured datasets "
+        "always carry their colour.",
+    )
+    protect_adversary_hidden: int = Field(
+        64,
+        ge=0,
+        description="Hidden units of the adversary's one hidden layer (ReLU); 0 makes it a logistic regression. A "
+        "hidden layer lets it read the attribute differently per class (with the label as input), and makes it a "
+        "stronger reader than the linear probe that measures the result, so a fall in the probe's F1 is not merely "
+        "the linear reading being dodged.",
+    )
+    protect_adversary_given_label: bool = Field(
+        True,
+        description="Give the adversary the task label (one-hot) beside h_L, so that f is asked to hide only what "
+        "h_L says about the attribute beyond the label (equalised odds). Without it (demographic parity) f must "
+        "also hide the label wherever the attribute is correlated with it in training, as the colour is (0.95) in "
+        "the coloured datasets and Male with Bearded in CelebA.",
+    )
+    protect_adversary_objective: Literal["reverse", "confusion"] = Field(
+        "reverse",
+        description="What f is asked of the adversary: 'reverse' (gradient reversal: f raises the adversary's "
+        "cross-entropy, Ganin & Lempitsky) or 'confusion' (f makes the adversary's prediction uniform, KL(uniform "
+        "|| adversary), the adversary's weights held for f's term; Alvi et al. 2018). Reversal rewards f for making "
+        "the adversary confidently wrong, which a flipped code in h_L achieves while the attribute stays readable; "
+        "confusion is lowest when the adversary can only guess.",
+    )
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset(
+        {
+            "protect_adversary_weight",
+            "protect_adversary_hidden",
+            "protect_adversary_given_label",
+            "protect_adversary_objective",
+        }
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether the adversary is on (else it adds nothing and nothing of it is keyed)."""
+        return self.protect_adversary_weight > 0
+
+    def unread(self) -> set[str]:
+        if self.active:
+            return set()
+        return {"protect_adversary_hidden", "protect_adversary_given_label", "protect_adversary_objective"}
+
+
 @dataclass
 class LossTerms:
     """A training loss: ``total`` to minimise, its named ``parts`` (detached), and f(x)'s ``logits``."""
@@ -118,6 +179,9 @@ class LossTerms:
 # A term added at every decoded input: (x, x_hat, logits of f(x_hat)) -> named scalar losses. The
 # composition (Eq. 7) and protection (Eq. 8) objectives plug in here.
 DecodedTerm = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], dict[str, "torch.Tensor"]]
+# A term on the hidden activations of f(x): (hidden [h_1..h_L], labels y, protected-attribute groups (B,), index of
+# the classifier in the model: 0, or the member of an ensemble) -> named scalar losses. The adversary plugs in here.
+HiddenTerm = Callable[[list["torch.Tensor"], "torch.Tensor", "torch.Tensor", int], dict[str, "torch.Tensor"]]
 
 
 @dataclass
@@ -135,6 +199,13 @@ class LossContext:
     # Terms that see x_hat decoded by g with its weights held fixed: their gradient reaches f, not g.
     fixed_decoder_terms: list[DecodedTerm] = field(default_factory=list)
     input_terms: list[Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]] = field(default_factory=list)
+    hidden_terms: list[HiddenTerm] = field(default_factory=list)
+    # Modules with weights that the terms own (the adversary): trained by the same optimizer as the model (and
+    # synchronised by DistributedDataParallel), never saved in its checkpoint.
+    modules: list[nn.Module] = field(default_factory=list)
+    # The batch's protected-attribute groups (B,), set by the training loop every step when the data carries them
+    # (None otherwise); what the hidden terms are trained to predict.
+    groups: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -151,8 +222,9 @@ class MethodSpec:
     ("point") or the mean of the sampled probabilities ("sample-mean"); ``uses_decoder``: the network has a
     shared decoder g (its settings key the run folder, it is drawn and its reconstruction error reported);
     ``stochastic``: ``sample`` draws distinct predictions; ``accepts_pretrained_terms``: the Eq. 7 / Eq. 8
-    terms act on its decoded inputs; ``needs_hidden_layers``: it cannot be built on a classifier without
-    hidden layers (the linear and ResNet-18 models used as pretrained m).
+    terms act on its decoded inputs; ``accepts_adversary``: its loss passes f(x)'s hidden activations to the hidden
+    terms (``add_hidden_terms``), so the adversary of ``AdversaryTerms`` can act on them; ``needs_hidden_layers``:
+    it cannot be built on a classifier without hidden layers (the linear and ResNet-18 models used as pretrained m).
     """
 
     name: str
@@ -166,6 +238,7 @@ class MethodSpec:
     uses_decoder: bool = False
     stochastic: bool = False
     accepts_pretrained_terms: bool = False
+    accepts_adversary: bool = False
     needs_hidden_layers: bool = True
 
     def settings_of(self, cfg: RunConfig) -> MethodSettings:
@@ -176,15 +249,22 @@ class MethodSpec:
         """The pretrained-model terms of a run (none for a method that does not accept them)."""
         return PretrainedTerms.of(cfg.method) if self.accepts_pretrained_terms else PretrainedTerms()
 
+    def adversary_of(self, cfg: RunConfig) -> AdversaryTerms:
+        """The adversary settings of a run (off for a method that does not accept it)."""
+        return AdversaryTerms.of(cfg.method) if self.accepts_adversary else AdversaryTerms()
+
     def network(self, cfg: RunConfig, spec: DataSpec) -> nn.Module:
         """The method's network for a run's config and data."""
         return self.build(cfg.model, self.settings_of(cfg), spec)
 
     def folder_key(self, cfg: RunConfig) -> dict[str, Any]:
-        """The method's part of a run folder's key: its name, its settings and any pretrained-model terms."""
+        """The method's part of a run folder's key: its name, its settings, any pretrained-model terms and the
+        adversary (keyed only when on)."""
         key = {"name": self.name, **self.settings_of(cfg).folder_key()}
         if self.accepts_pretrained_terms:
             key |= self.terms_of(cfg).folder_key()
+        if self.accepts_adversary:
+            key |= self.adversary_of(cfg).folder_key()
         return key
 
 
@@ -195,6 +275,30 @@ def add_terms(
     for name, value in terms.items():
         total = total + weight * value
         parts[name] = parts.get(name, 0.0) + weight * value.detach()
+    return total
+
+
+def add_hidden_terms(
+    total: torch.Tensor,
+    parts: dict[str, torch.Tensor],
+    hidden: list[torch.Tensor],
+    y: torch.Tensor,
+    ctx: LossContext,
+    member: int = 0,
+) -> torch.Tensor:
+    """Add the hidden terms of ``ctx`` (the adversary) on f(x)'s ``hidden`` activations to ``total``; ``member``:
+    which classifier of the model produced them (an ensemble's member; 0 otherwise)."""
+    if not ctx.hidden_terms:
+        return total
+    if ctx.groups is None:
+        from decnn_cli.errors import DecnnError
+
+        raise DecnnError(
+            "the adversary (method.protect_adversary_weight) needs the protected attribute's labels in training: "
+            "set data.protected (CelebA), or use a coloured dataset"
+        )
+    for term in ctx.hidden_terms:
+        total = add_terms(total, parts, term(hidden, y, ctx.groups, member), 1.0)
     return total
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec
+from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, add_hidden_terms
 
 if TYPE_CHECKING:
     import torch
@@ -45,10 +45,11 @@ def loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> 
     """Minibatch ELBO per example: NLL(y | f_w(x)) + KL(q(w) || p(w)) / N_train, w ~ q drawn once."""
     from decnn_cli.models.bayesian import total_kl
 
-    logits, _ = model(x)
+    logits, hidden = model(x)
     nll = ctx.task.loss(logits, y)
     kl = total_kl(model) / ctx.num_train
-    return LossTerms(nll + kl, {"ce": nll.detach(), "kl": kl.detach()}, logits)
+    parts = {"ce": nll.detach(), "kl": kl.detach()}
+    return LossTerms(add_hidden_terms(nll + kl, parts, hidden, y, ctx), parts, logits)
 
 
 def sample(model: Network, x: torch.Tensor, n: int, settings: BayesNNSettings) -> torch.Tensor:
@@ -94,4 +95,5 @@ BAYESNN = MethodSpec(
     point=point,
     predictive="sample-mean",
     stochastic=True,
+    accepts_adversary=True,
 )

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, add_terms, weights_held
+from decnn_cli.methods.base import (
+    LossContext,
+    LossTerms,
+    MethodSettings,
+    MethodSpec,
+    add_hidden_terms,
+    add_terms,
+    weights_held,
+)
 from decnn_cli.methods.standard import point, sample_point
 
 if TYPE_CHECKING:
@@ -77,6 +85,7 @@ def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContex
     parts = {"ce": ce.detach(), "recon": beta * recon.detach()}
     for term in ctx.input_terms:
         total = add_terms(total, parts, term(x, logits), 1.0)
+    total = add_hidden_terms(total, parts, hidden, y, ctx)
     if ctx.decoded_terms or ctx.fixed_decoder_terms:
         # The Eq. 7 / Eq. 8 edit for DecNN: classify every decoded layer and average the terms over layers.
         flat = decoded.flatten(0, 1)  # (L * B, C, H, W)
@@ -110,6 +119,7 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     parts: dict[str, torch.Tensor] = {"ce": ce.detach()}
     for term in ctx.input_terms:
         total = add_terms(total, parts, term(x, logits), 1.0)
+    total = add_hidden_terms(total, parts, hidden, y, ctx)  # the adversary reads f(x)'s h_L, not the paths'
     num_layers = len(hidden)
     ramp = settings.ramp(ctx.progress)
     for depth in range(1, settings.recursion_depth + 1):
@@ -248,6 +258,7 @@ DECNN = MethodSpec(
     point=point,
     uses_decoder=True,
     accepts_pretrained_terms=True,
+    accepts_adversary=True,
 )
 
 REDECNN = MethodSpec(
@@ -261,4 +272,5 @@ REDECNN = MethodSpec(
     uses_decoder=True,
     stochastic=True,
     accepts_pretrained_terms=True,
+    accepts_adversary=True,
 )

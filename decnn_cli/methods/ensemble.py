@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec
+from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, add_hidden_terms
 
 if TYPE_CHECKING:
     import torch
@@ -41,13 +41,21 @@ def build(model_cfg: ModelConfig, settings: EnsembleSettings, spec: DataSpec) ->
 
 
 def loss(model: Ensemble, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
-    """Sum of the members' cross-entropies: with Adam's per-parameter steps, identical to training each alone."""
+    """Sum of the members' cross-entropies: with Adam's per-parameter steps, identical to training each alone.
+
+    The adversary (``AdversaryTerms``) gives every member one of its own, on that member's h_L; its part is the sum
+    over members, as the total is."""
     import torch
 
-    member_logits = [member(x)[0] for member in model.members]
+    outputs = [member(x) for member in model.members]
+    member_logits = [logits for logits, _ in outputs]
     losses = torch.stack([ctx.task.loss(logits, y) for logits in member_logits])
     mean_logits = torch.stack(member_logits).mean(0)
-    return LossTerms(losses.sum(), {"ce": losses.mean().detach()}, mean_logits)
+    parts = {"ce": losses.mean().detach()}
+    total = losses.sum()
+    for index, (_, hidden) in enumerate(outputs):
+        total = add_hidden_terms(total, parts, hidden, y, ctx, member=index)
+    return LossTerms(total, parts, mean_logits)
 
 
 def sample(model: Ensemble, x: torch.Tensor, n: int, settings: EnsembleSettings) -> torch.Tensor:
@@ -77,4 +85,5 @@ ENSEMBLE = MethodSpec(
     point=point,
     predictive="sample-mean",
     stochastic=True,
+    accepts_adversary=True,
 )

@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from decnn_cli.methods.base import LossContext, LossTerms, MethodSettings, MethodSpec, NoSettings, add_terms
+from decnn_cli.methods.base import (
+    LossContext,
+    LossTerms,
+    MethodSettings,
+    MethodSpec,
+    NoSettings,
+    add_hidden_terms,
+    add_terms,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -34,12 +42,13 @@ def build_with_dropout(model_cfg: ModelConfig, settings: DropoutSettings, spec: 
 
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
-    logits, _ = model(x)
+    logits, hidden = model(x)
     ce = ctx.task.loss(logits, y)
     parts = {"ce": ce.detach()}
     total = ce
     for term in ctx.input_terms:
         total = add_terms(total, parts, term(x, logits), 1.0)
+    total = add_hidden_terms(total, parts, hidden, y, ctx)
     return LossTerms(total, parts, logits)
 
 
@@ -101,6 +110,7 @@ STANDARD = MethodSpec(
     loss=loss,
     sample=sample_point,
     point=point,
+    accepts_adversary=True,
     needs_hidden_layers=False,
 )
 
@@ -112,6 +122,7 @@ DROPOUT = MethodSpec(
     loss=loss,
     sample=sample_point,
     point=point,
+    accepts_adversary=True,
     needs_hidden_layers=False,
 )
 
@@ -125,4 +136,5 @@ MC_DROPOUT = MethodSpec(
     point=point,
     predictive="sample-mean",
     stochastic=True,
+    accepts_adversary=True,
 )

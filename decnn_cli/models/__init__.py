@@ -67,6 +67,16 @@ class Ensemble(nn.Module):
         return self.members[0](x)
 
 
+def classifiers_of(model: nn.Module) -> list[nn.Module]:
+    """The classifiers f of a method's network, each returning ``(logits, [h_1..h_L])``: a Network's own, or every
+    member of an Ensemble (in member order)."""
+    if isinstance(model, Ensemble):
+        return list(model.members)
+    if isinstance(model, Network):
+        return [model.classifier]
+    raise DecnnError(f"{type(model).__name__} is neither a Network nor an Ensemble; build it with either")
+
+
 class LogitsOnly(nn.Module):
     """Wraps a ``(logits, hidden)`` module as x -> logits, the interface torchattacks and probes expect."""
 

@@ -76,7 +76,7 @@ def _attack(evaluation: Evaluation, folders: list[Path], outliers: list[str], sh
 def _fairness(evaluation: Evaluation, folders: list[Path], outliers: list[str], shared: EvalOptions) -> None:
     from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness
 
-    evaluate_fairness(folders, FairnessOptions(**vars(shared), protected=evaluation.protected))
+    evaluate_fairness(folders, FairnessOptions(**vars(shared), protected=evaluation.protected, split=evaluation.split))
 
 
 def _training(evaluation: Evaluation, folders: list[Path], outliers: list[str], shared: EvalOptions) -> None:
@@ -106,7 +106,9 @@ EVALUATIONS: dict[str, EvaluationKind] = {
     "attack": EvaluationKind(
         _attack, lambda ev: f"attack_{ev.attack}_eps{ev.eps:g}{_l(ev)}{_n(ev)}", outlier=lambda ev: ev.attack
     ),
-    "fairness": EvaluationKind(_fairness, lambda ev: f"fairness_{ev.protected or 'color'}"),
+    "fairness": EvaluationKind(
+        _fairness, lambda ev: f"fairness_{ev.protected or 'color'}{'' if ev.split == 'test' else '_' + ev.split}"
+    ),
     "training": EvaluationKind(_training, lambda ev: f"training{_n(ev)}"),
 }
 

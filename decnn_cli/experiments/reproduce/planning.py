@@ -49,13 +49,13 @@ class PlannedRun:
 
 
 # Keys that say where or how a run is computed, not what it learns: they do not key its folder. (train.compile
-# is keyed: compiled kernels may round differently.) data.protected only carries group labels along for the
-# fairness evaluation; the seed is in the folder name itself.
+# is keyed: compiled kernels may round differently.) The seed is in the folder name itself. data.protected keys a
+# run only where it shapes training (``_protected_shapes_training``); elsewhere it carries group labels along for
+# the fairness evaluation.
 UNKEYED = {
     ("data", "root"),
     ("data", "num_workers"),
     ("data", "download"),
-    ("data", "protected"),
     ("train", "device"),
     ("train", "log_every"),
     ("train", "channels_last"),
@@ -63,11 +63,13 @@ UNKEYED = {
 }
 # Keys added after runs were published: keyed only when set away from their default, so earlier folders keep their
 # names (train.pos_weight = "none" is the loss those runs were trained with).
-KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps")}
+KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps"), ("data", "split"), ("data", "test_fraction")}
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
-DATASET_OPTIONS = ONLY_SOME_DATASETS
+DATASET_OPTIONS = (*ONLY_SOME_DATASETS, "protected")
+# [data] keys that only CelebA's identity split reads (``data.split = "identity"``): keyed at their default otherwise.
+IDENTITY_SPLIT_OPTIONS = ("test_fraction", "stratify")
 MODEL_OPTIONS = {
     "cnn_channels": ("arch", {"cnn"}),
     "decoder_width": ("decoder", {"mlp"}),
@@ -88,9 +90,12 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
     seed (it is in the folder name)."""
     method = get_method(str(cfg.method.name))
     dataset = get_dataset(cfg.data.name)
-    data = cfg.data.model_copy(
-        update={k: DataConfig.model_fields[k].default for k in DATASET_OPTIONS if k not in dataset.reads}
-    )
+    unread = {k for k in DATASET_OPTIONS if k not in dataset.reads}
+    if cfg.data.split != "identity":
+        unread |= set(IDENTITY_SPLIT_OPTIONS)
+    if not _protected_shapes_training(cfg):
+        unread.add("protected")
+    data = cfg.data.model_copy(update={k: DataConfig.model_fields[k].default for k in unread})
     model = cfg.model.model_copy(
         update={
             k: ModelConfig.model_fields[k].default
@@ -120,6 +125,14 @@ def folder_key(cfg: RunConfig) -> dict[str, Any]:
     if not method.uses_decoder:
         key["model"] = {k: v for k, v in key["model"].items() if k not in DECODER_KEYS}
     return key
+
+
+def _protected_shapes_training(cfg: RunConfig) -> bool:
+    """Whether ``data.protected`` changes what a run learns: the identity split is stratified on it, or the
+    adversary learns to predict it (``AdversaryTerms``). Otherwise it only labels groups for the evaluation."""
+    if cfg.data.split == "identity" and cfg.data.stratify is None:
+        return True
+    return get_method(str(cfg.method.name)).adversary_of(cfg).active
 
 
 def _min_steps_idle(cfg: RunConfig, dataset: DatasetEntry) -> bool:

@@ -50,6 +50,7 @@ class Evaluation(_Strict):
     attack: str = "fgsm"
     eps: float = Field(0.1, ge=0.0, le=1.0, description="attack: L-inf budget on inputs in [0, 1].")
     protected: str | None = None
+    split: Literal["test", "val"] = Field("test", description="fairness: the split evaluated.")
     samples: int | None = Field(None, ge=1, description="N sampled predictions per input (default: the run's).")
     limit: int | None = Field(None, ge=1, description="The first examples of each set only.")
     detectors: list[str] = Field(

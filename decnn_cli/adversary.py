@@ -1,0 +1,158 @@
+"""The adversary of ``AdversaryTerms``: a small head that predicts the protected attribute from f's last hidden
+layer h_L, trained against f through gradient reversal (Ganin & Lempitsky 2015).
+
+The head minimises its cross-entropy CE_adv on the protected groups. Between h_L and the head sits a gradient
+reversal (identity forward, -weight times the gradient backward), so the one loss term CE_adv trains the head to
+read the attribute and sends f the gradient of -weight * CE_adv: f learns to leave the attribute out of h_L. With
+the task label as a second input (``protect_adversary_given_label``, the default) the adversary asks only for what
+h_L says about the attribute beyond the label (Zhang, Lemoine & Mitchell 2018), which the task may need where the
+two are correlated in training. This is the mutual-information view the paper's related work cites: Eq. 8 asks a
+frozen m to find nothing in the decoded images; the adversary asks a trained reader to find nothing in h.
+
+Only h_L is read: f's logits are a function of h_L alone, so what h_L does not carry the prediction cannot use;
+Table 8's probe reads h_L; and the earlier layers must still carry what the decoder needs to reconstruct x (the
+colour included) under Eq. 4 / 5, which an adversary on every layer would fight head-on. Convolutional maps are
+averaged over space, as the probe does. Groups are weighted by n / (G * n_g) counted on the training split, so a
+rare group (Bald: 1.5% of the training faces) is not learned as "never" by the adversary. The adversary is part
+of training only: it is not saved with the model (the fairness evaluation fits its own probe).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from decnn_cli.composition import uniformity_term
+from decnn_cli.data.spec import DataSpec
+from decnn_cli.data.splitting import groups_of
+from decnn_cli.errors import DecnnError
+from decnn_cli.methods import AdversaryTerms, LossContext
+from decnn_cli.methods.base import weights_held
+from decnn_cli.models import classifiers_of
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x unchanged forward; backward, the gradient times -``scale``."""
+    return _Reverse.apply(x, scale)
+
+
+def last_features(hidden: list[torch.Tensor]) -> torch.Tensor:
+    """h_L as (B, width): an MLP's layer as it is, a convolutional map (B, C, H, W) averaged over space."""
+    last = hidden[-1]
+    return last.mean(dim=(-2, -1)) if last.dim() == 4 else last
+
+
+class GroupAdversary(nn.Module):
+    """One head per classifier of the model (an ensemble's members each get their own): (h_L [, one-hot label])
+    -> logits (B, G) of the protected groups; a logistic regression, or one hidden ReLU layer."""
+
+    def __init__(
+        self,
+        widths: list[int],
+        spec: DataSpec,
+        settings: AdversaryTerms,
+        group_weights: torch.Tensor,
+    ):
+        super().__init__()
+        self.weight = settings.protect_adversary_weight
+        self.objective = settings.protect_adversary_objective
+        self.given_label = settings.protect_adversary_given_label
+        self.multilabel = spec.task == "multilabel"
+        self.num_labels = spec.num_outputs
+        extra = spec.num_outputs if self.given_label else 0
+        hidden = settings.protect_adversary_hidden
+        groups = len(group_weights)
+
+        def head(width: int) -> nn.Module:
+            if hidden == 0:
+                return nn.Linear(width + extra, groups)
+            return nn.Sequential(nn.Linear(width + extra, hidden), nn.ReLU(), nn.Linear(hidden, groups))
+
+        self.heads = nn.ModuleList([head(width) for width in widths])
+        self.register_buffer("group_weights", group_weights.float())
+
+    def logits(self, features: torch.Tensor, y: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """Group logits (B, G) from h_L features (B, width) and the task labels (B,) or (B, K)."""
+        if self.given_label:
+            label = y.float() if self.multilabel else F.one_hot(y, self.num_labels).float()
+            features = torch.cat([features, label.to(features.dtype)], dim=1)
+        return self.heads[member](features)
+
+    def loss(self, features: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """The adversary's own group-weighted cross-entropy: lower = it reads the attribute better."""
+        logits = self.logits(features, y, member).float()
+        return F.cross_entropy(logits, groups.long(), weight=self.group_weights)
+
+    def term(
+        self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """The hidden term of the training loss (``LossContext.hidden_terms``).
+
+        'reverse': CE_adv through the reversal; its gradient trains the head to lower CE_adv and reaches f as
+        -weight times dCE_adv/dh_L. 'confusion': CE_adv on h_L detached (trains the head only) plus weight times
+        KL(uniform || adversary(h_L)) with the head's weights held (trains f only).
+        """
+        features = last_features(hidden)
+        if self.objective == "reverse":
+            return {"adversary": self.loss(reverse_gradient(features, self.weight), y, groups, member)}
+        with weights_held(self):
+            confusion = uniformity_term(self.logits(features, y, member).float())
+        return {
+            "adversary": self.loss(features.detach(), y, groups, member),
+            "adversary_confusion": self.weight * confusion,
+        }
+
+
+def group_weights(groups: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """n / (G * n_g) per group g of the training split; a group absent from it is one clear error."""
+    count = max(len(names), int(groups.max()) + 1)
+    sizes = torch.bincount(groups.long(), minlength=count).float()
+    if (sizes == 0).any():
+        missing = [names[g] if g < len(names) else str(g) for g in (sizes == 0).nonzero().flatten().tolist()]
+        raise DecnnError(
+            f"the training split holds no example of the protected group(s) {missing}: the adversary would have "
+            "nothing to learn; use a split that holds both (CelebA: --set data.split=identity)"
+        )
+    return sizes.sum() / (count * sizes)
+
+
+def attach_adversary(
+    ctx: LossContext,
+    settings: AdversaryTerms,
+    model: nn.Module,
+    spec: DataSpec,
+    train: Dataset,
+    device: torch.device,
+) -> GroupAdversary | None:
+    """Add the adversary to ``ctx`` (its term and its module) when ``settings`` turns it on; return it. ``train``
+    is the training split, whose groups weigh the adversary's loss."""
+    if not settings.active:
+        return None
+    train_groups = groups_of(train)
+    if train_groups is None:
+        raise DecnnError(
+            "the adversary (method.protect_adversary_weight) needs the protected attribute's labels in training: "
+            "set data.protected (CelebA), or use a coloured dataset"
+        )
+    widths = []
+    for classifier in classifiers_of(model):
+        if not classifier.hidden_shapes:
+            raise DecnnError("the adversary reads f's last hidden layer; this classifier has none (use mlp or cnn)")
+        widths.append(classifier.hidden_shapes[-1][0])
+    adversary = GroupAdversary(widths, spec, settings, group_weights(train_groups, spec.group_names)).to(device)
+    ctx.hidden_terms.append(adversary.term)
+    ctx.modules.append(adversary)
+    return adversary
