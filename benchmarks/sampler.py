@@ -29,25 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 VARIANTS = {"reference": ("reference", None), "new": ("new", None), "new-bf16": ("new", "bf16")}
 
 
-def straightforward_paths(model, x, n, settings):
-    """The sampler before chunks and shared starts: N copies of x, D decodings of all N * B rows at once."""
-    import torch
-
-    batch = x.shape[0]
-    current = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
-    logits, hidden = model(current)
-    for _ in range(settings.recursion_depth):
-        layer = torch.randint(len(hidden), (n * batch,), device=x.device)
-        logits, hidden = model(model.decoder.decode_selected(hidden, layer))
-    return logits.view(n, batch, -1)
-
-
 def child(variant: str, n: int, run: Path, data_root: Path | None, limit: int, outlier: str) -> None:
     """One evaluation in this process; prints one JSON line of what it cost."""
     import dataclasses
 
     from decnn_cli import methods
     from decnn_cli.experiments.ood import OODOptions, evaluate_ood
+    from tests.test_uncertainty import straightforward_paths  # the sampler before chunks, the tests' reference
 
     sampler, precision = VARIANTS[variant]
     spec = methods.METHODS["redecnn"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +151,21 @@ def write_celeba(root: Path, n: int = 30, seed: int = 0, bald_people: tuple[int,
 @pytest.fixture
 def celeba_root(tmp_path: Path) -> Path:
     return write_celeba(tmp_path / "data")
+
+
+def torchrun(processes: int, args: list[str], out: Path) -> tuple[Path, dict]:
+    """``decnn ARGS --out OUT`` under torchrun with ``processes`` local processes: the run folder rank 0 wrote
+    (the only one) and its metrics."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("DECNN_DATA_ROOT", None)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+    launched = subprocess.run(
+        [*launcher, "-m", "decnn_cli", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
+    (run,) = out.iterdir()
+    return run, json.loads((run / "metrics.json").read_text())

@@ -5,9 +5,6 @@ DistributedDataParallel over NCCL on one GPU. Marked ``cuda`` and skipped withou
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from decnn_cli.data.spec import DataSpec
 from decnn_cli.methods import METHODS, LossContext, get_method
 from decnn_cli.resolve import build_config
 from decnn_cli.tasks import TaskHead
+from tests.conftest import torchrun
 from tests.test_uncertainty import straightforward_paths
 
 pytestmark = [
@@ -90,19 +88,7 @@ def test_train_compiled_channels_last_bf16_cnn_with_the_resnet_decoder(runner, t
 
 
 def test_torchrun_one_process_trains_with_ddp_over_nccl(tmp_path: Path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("DECNN_DATA_ROOT", None)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
     train = ["train", "--method", "redecnn", "--subset", "256", "--device", "cuda", "--precision", "bf16", "-q"]
-    launched = subprocess.run(
-        [*torchrun, "-m", "decnn_cli", *train, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
-    (run,) = tmp_path.iterdir()
-    metrics = json.loads((run / "metrics.json").read_text())
+    _, metrics = torchrun(1, train, tmp_path)
     assert (metrics["world_size"], metrics["distributed_backend"], metrics["device"]) == (1, "nccl", "cuda:0")
     assert metrics["test_accuracy"] > 50.0

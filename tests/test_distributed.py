@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,38 +9,15 @@ import torch
 
 from decnn_cli.experiments.train import train
 from decnn_cli.resolve import build_config
+from tests.conftest import torchrun
 
 ARGS = ["train", "--method", "standard", "--subset", "600", "--device", "cpu", "-q"]
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_a_single_process(tmp_path: Path):
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("DECNN_DATA_ROOT", None)
-    launched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "decnn_cli",
-            *ARGS,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
-    runs = [p for p in out.iterdir()]
-    assert len(runs) == 1 and (runs[0] / "model.pt").is_file()  # rank 0 alone writes
-    ddp = json.loads((runs[0] / "metrics.json").read_text())
+    run, ddp = torchrun(2, ARGS, tmp_path / "ddp")
+    assert (run / "model.pt").is_file()  # rank 0 alone writes (torchrun finds one run folder)
     assert ddp["world_size"] == 2
     for epoch in ddp["history"]:
         assert epoch["examples_per_rank"] == [300, 300]  # both ranks trained on their half of each epoch
@@ -65,19 +38,7 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path: Path):
 @pytest.mark.slow
 def test_torchrun_one_process_joins_a_process_group(tmp_path: Path):
     # torchrun with one process still trains through DDP (gloo here; NCCL on one GPU: tests/test_cuda.py).
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("DECNN_DATA_ROOT", None)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
-    launched = subprocess.run(
-        [*torchrun, "-m", "decnn_cli", *ARGS, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
-    (run,) = tmp_path.iterdir()
-    metrics = json.loads((run / "metrics.json").read_text())
+    _, metrics = torchrun(1, ARGS, tmp_path)
     assert (metrics["world_size"], metrics["distributed_backend"]) == (1, "gloo")
     assert metrics["history"][0]["examples_per_rank"] == [600]
 

@@ -263,6 +263,20 @@ def _load_idx(cfg: DataConfig, folder: Path) -> Splits:
     return _finish(cfg, data, classes, shape, origin, f"the IDX files of {folder}", how, x_train[0].float() / 255.0)
 
 
+def _class_spec(cfg: DataConfig, shape: Shape, classes: list[str], train: Dataset) -> DataSpec:
+    """A multi-class dataset's spec, normalised with its training images' statistics."""
+    mean, std = _stats(train, cfg.split_seed)
+    return DataSpec(
+        name=cfg.name,
+        in_shape=shape,
+        num_outputs=len(classes),
+        task="multiclass",
+        output_names=tuple(classes),
+        mean=mean,
+        std=std,
+    )
+
+
 def _finish(
     cfg: DataConfig,
     data: dict[str, Dataset],
@@ -273,16 +287,7 @@ def _finish(
     how: list[str],
     first: torch.Tensor,
 ) -> Splits:
-    mean, std = _stats(data["train"], cfg.split_seed)
-    spec = DataSpec(
-        name=cfg.name,
-        in_shape=shape,
-        num_outputs=len(classes),
-        task="multiclass",
-        output_names=tuple(classes),
-        mean=mean,
-        std=std,
-    )
+    spec = _class_spec(cfg, shape, classes, data["train"])
     splits = finish_splits(spec, data["train"], data["test"], cfg, val=data["val"])
     shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
     splits.notes = [
@@ -328,16 +333,7 @@ def load_torchvision(cfg: DataConfig) -> Splits:
     if len(classes) < top:
         classes = [str(c) for c in range(top)]
     train, test = (Converted(base[s], targets[s], shape) for s in ("train", "test"))
-    mean, std = _stats(train, cfg.split_seed)
-    spec = DataSpec(
-        name=cfg.name,
-        in_shape=shape,
-        num_outputs=len(classes),
-        task="multiclass",
-        output_names=tuple(classes),
-        mean=mean,
-        std=std,
-    )
+    spec = _class_spec(cfg, shape, classes, train)
     splits = finish_splits(spec, train, test, cfg)
     splits.notes = [
         f"torchvision's {key} ({entry.summary}) from {root}: {len(train)} train and {len(test)} test images, "
