@@ -42,8 +42,8 @@ class Launcher(StrEnum):
     local = "local"
 
 
-class FairnessSplit(StrEnum):
-    """The split ``decnn fairness`` evaluates."""
+class EvalSplit(StrEnum):
+    """The split ``decnn fairness`` and ``decnn eval-calibration`` evaluate."""
 
     test = "test"
     val = "val"
@@ -236,8 +236,15 @@ def _rows_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> T
 @app.command("eval-calibration")
 def eval_calibration(
     runs: RunsArg,
-    table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "calibration",
+    table: Annotated[
+        str | None,
+        typer.Option("--table", help="Results table (default: calibration; calibration_val with --split val)."),
+    ] = None,
     samples: SamplesOpt = None,
+    split: Annotated[
+        EvalSplit,
+        typer.Option("--split", help="The split evaluated: test (the tables), or val to choose a setting such as N."),
+    ] = EvalSplit.test,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     precision: EvalPrecisionOpt = None,
@@ -249,11 +256,12 @@ def eval_calibration(
     def action() -> None:
         from decnn_cli.experiments.calibration import CalibrationOptions, evaluate_calibration
 
-        shared = _shared(results, table, data_root, device, quiet, precision)
-        rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples))
+        name = table or ("calibration" if split == EvalSplit.test else f"calibration_{split.value}")
+        shared = _shared(results, name, data_root, device, quiet, precision)
+        rows = evaluate_calibration(runs, CalibrationOptions(**shared, samples=samples, split=split.value))
         columns = ["dataset", "model", "seed", "accuracy", "ece", "nll", "misclass_auroc_vote_entropy"]
         out.print(_rows_table("calibration", rows, columns))
-        out.print(f"tables: {results / table}.csv, {results / table}.md")
+        out.print(f"tables: {results / name}.csv, {results / name}.md")
 
     _guard(action)
 
@@ -363,8 +371,8 @@ def fairness(
     ] = None,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "fairness",
     split: Annotated[
-        FairnessSplit, typer.Option("--split", help="The split evaluated (and halved for the probe).")
-    ] = FairnessSplit.test,
+        EvalSplit, typer.Option("--split", help="The split evaluated (and halved for the probe).")
+    ] = EvalSplit.test,
     probe_examples: Annotated[
         int, typer.Option("--probe-examples", help="Examples in each half (fit / score) of the probe.")
     ] = 5000,

@@ -62,6 +62,24 @@ def test_eval_calibration_writes_rows_tables_and_pictures(runner, tiny_runs, tmp
     assert len(pd.read_csv(results / "calibration.csv")) == 2
 
 
+def test_eval_calibration_on_the_validation_split_keeps_the_test_tables(runner, tiny_runs, tmp_path: Path):
+    from decnn_cli.experiments.common import load_run, test_splits
+
+    results, run = tmp_path / "results", tiny_runs["redecnn"]
+    args = ["eval-calibration", str(run), "--split", "val", "--data-root", str(tiny_runs["data"])]
+    result = runner.invoke(app, [*args, "--results", str(results), "-q"])
+    assert result.exit_code == 0, result.output
+    assert not (results / "calibration.csv").exists()  # the test split's table is not touched
+    frame = pd.read_csv(results / "calibration_val.csv")
+    assert frame["split"].tolist() == ["val"]
+    splits = test_splits(load_run(run, "cpu"), tiny_runs["data"])
+    saved = np.load(run / "calibration_val.npz")
+    assert len(saved["labels"]) == len(splits.val) != len(splits.test)
+    val_labels = np.array([int(splits.val[i][1]) for i in range(len(splits.val))])
+    assert (saved["labels"] == val_labels).all()
+    assert (run / "reliability_val.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_report_aggregates_metrics_json(runner, tiny_runs, tmp_path: Path):
     results = tmp_path / "results"
     result = runner.invoke(app, ["report", str(tiny_runs["redecnn"].parent), "--results", str(results)])

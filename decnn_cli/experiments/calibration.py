@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,20 +39,24 @@ TABLE_SECTIONS = [
 
 @dataclass(frozen=True)
 class CalibrationOptions(EvalOptions):
-    """``samples``: N sampled predictions per input (default: each run's ``eval.samples``)."""
+    """``samples``: N sampled predictions per input (default: each run's ``eval.samples``); ``split``: the split
+    evaluated: "test" for the tables, "val" to choose a setting (N, say) without looking at the test split."""
 
     table: str = "calibration"
     samples: int | None = None
+    split: Literal["test", "val"] = "test"
 
 
 def evaluate_calibration(
     run_paths: list[Path], options: CalibrationOptions = CalibrationOptions()
 ) -> list[dict[str, Any]]:
-    """Evaluate each run on its test split and merge one row per run into ``results/<table>.{csv,md}``.
+    """Evaluate each run on its test (or validation) split and merge one row per run into
+    ``results/<table>.{csv,md}``.
 
     Each run folder also receives ``calibration.npz`` (labels, predictive and sampled probabilities, votes
-    and every uncertainty score per example) and ``reliability.png``; ``results/<table>_reliability.png``
-    shows one diagram per dataset and model, seeds pooled.
+    and every uncertainty score per example) and ``reliability.png`` (``calibration_val.npz`` and
+    ``reliability_val.png`` for the validation split); ``results/<table>_reliability.png`` shows one diagram per
+    dataset and model, seeds pooled.
     """
     o = options
     results_dir, table = o.results_dir, o.table
@@ -63,12 +67,14 @@ def evaluate_calibration(
             run = load_run(path, o.device, o.precision)
             n = o.samples if o.samples is not None else run.cfg.eval.samples
             splits = test_splits(run, o.data_root)
-            pred = predict_split(run, splits.test, n, progress, f"{path.name[:40]}")
+            dataset = splits.test if o.split == "test" else splits.val
+            pred = predict_split(run, dataset, n, progress, f"{path.name[:40]}")
             bins = run.cfg.eval.ece_bins
             probs = pred.probs
             scores = decision_scores(pred)
             row = {
                 **run.identity(),
+                **({} if o.split == "test" else {"split": o.split}),
                 "samples": pred.num_samples,
                 "predictive": pred.predictive,
                 "accuracy": metrics.accuracy(probs, pred.labels, pred.task),
@@ -83,11 +89,12 @@ def evaluate_calibration(
                 )
             rows.append(row)
             pooled.setdefault(f"{row['dataset']}: {row['model']}", []).append((probs, pred.labels, pred.task, bins))
-            _save_example_level(path / "calibration.npz", pred, scores)
+            suffix = "" if o.split == "test" else f"_{o.split}"
+            _save_example_level(path / f"calibration{suffix}.npz", pred, scores)
             plots.save_reliability_diagram(
                 metrics.reliability_bins(probs, pred.labels, pred.task, bins),
-                f"{run.cfg.method.name} on {run.cfg.data.name}: ECE {row['ece']:.2f}%",
-                path / "reliability.png",
+                f"{run.cfg.method.name} on {run.cfg.data.name} ({o.split}): ECE {row['ece']:.2f}%",
+                path / f"reliability{suffix}.png",
             )
     panels = {}
     for title, parts in sorted(pooled.items()):
