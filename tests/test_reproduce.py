@@ -66,6 +66,19 @@ def test_plan_names_runs_by_what_determines_them(mini: Path, tmp_path: Path):
     assert changed[0].folder != runs[0].folder
 
 
+def test_a_partial_table_names_each_missing_run_with_its_variant(tmp_path: Path):
+    from decnn_cli.experiments.reproduce.comparison import comparison_markdown
+    from decnn_cli.experiments.reproduce.planning import PlannedRun
+
+    recipe = load_recipe(RECIPES / "table3" / "cpu.toml")
+    missing = [
+        PlannedRun("holdout", "celeba", "redecnn", label, 0, None, tmp_path, True, show_variant=False)
+        for label in ("Wearing_Hat", "Bald")
+    ]
+    text = comparison_markdown(recipe, pd.DataFrame(columns=["kind", "metric"]), missing)
+    assert "recipe: celeba redecnn (Wearing_Hat) seed 0, celeba redecnn (Bald) seed 0." in text
+
+
 def test_resume_skips_finished_runs_and_redoes_interrupted_ones(mini: Path, tmp_path: Path, runner):
     out, results = tmp_path / "runs", tmp_path / "results"
     args = ["reproduce", str(mini), "--out", str(out), "--results", str(results), "-q"]

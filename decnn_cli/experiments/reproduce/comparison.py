@@ -107,6 +107,12 @@ def _fmt(value: float, std: float, digits: int) -> str:
     return f"{value:.{digits}f}" + ("" if pd.isna(std) else f" ({std:.{digits}f})")
 
 
+def _run_name(run: PlannedRun) -> str:
+    """'celeba redecnn (Wearing_Hat) seed 0': the variant is named even where the table hides it."""
+    variant = "" if run.variant == "none" else f" ({run.variant})"
+    return f"{run.dataset} {run.method}{variant} seed {run.seed}"
+
+
 def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[PlannedRun] | None = None) -> str:
     """Per paper table and metric: rows = model (and outlier), columns = dataset; 'measured | paper | diff'."""
     parts = [
@@ -118,7 +124,7 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
         "",
     ]
     if missing:
-        names = ", ".join(f"{r.dataset} {r.model} seed {r.seed}" for r in missing)
+        names = ", ".join(_run_name(r) for r in missing)
         parts += [f"**Partial table**: without these unfinished runs of the recipe: {names}.", ""]
     for (kind, metric), block in comparison.groupby(["kind", "metric"], sort=False):
         digits = 2 if metric in ("accuracy", "ece", "seconds_per_epoch") or metric.startswith(("ap_", "ece_")) else 3
