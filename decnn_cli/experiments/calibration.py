@@ -60,6 +60,7 @@ def evaluate_calibration(
     """
     o = options
     results_dir, table = o.results_dir, o.table
+    suffix = "" if o.split == "test" else f"_{o.split}"  # the test split keeps the files' original names
     rows = []
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray, str, int]]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
@@ -67,14 +68,13 @@ def evaluate_calibration(
             run = load_run(path, o.device, o.precision)
             n = o.samples if o.samples is not None else run.cfg.eval.samples
             splits = test_splits(run, o.data_root)
-            dataset = splits.test if o.split == "test" else splits.val
-            pred = predict_split(run, dataset, n, progress, f"{path.name[:40]}")
+            pred = predict_split(run, getattr(splits, o.split), n, progress, f"{path.name[:40]}")
             bins = run.cfg.eval.ece_bins
             probs = pred.probs
             scores = decision_scores(pred)
             row = {
                 **run.identity(),
-                **({} if o.split == "test" else {"split": o.split}),
+                **({"split": o.split} if suffix else {}),
                 "samples": pred.num_samples,
                 "predictive": pred.predictive,
                 "accuracy": metrics.accuracy(probs, pred.labels, pred.task),
@@ -89,7 +89,6 @@ def evaluate_calibration(
                 )
             rows.append(row)
             pooled.setdefault(f"{row['dataset']}: {row['model']}", []).append((probs, pred.labels, pred.task, bins))
-            suffix = "" if o.split == "test" else f"_{o.split}"
             _save_example_level(path / f"calibration{suffix}.npz", pred, scores)
             plots.save_reliability_diagram(
                 metrics.reliability_bins(probs, pred.labels, pred.task, bins),
