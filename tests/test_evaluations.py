@@ -333,3 +333,5 @@ def test_the_constant_output_warning_names_up_to_eight_attributes_and_each_direc
     )  # already balanced: no advice to balance
     varied = Predictions("multilabel", np.zeros((3, 1)), probs[:, 11:], probs[:, 11:], np.zeros((1, 3, 1)), "point")
     assert constant_output_warning("run", varied, spec, "none") == (0, None)
+    _, on_val = constant_output_warning("run", pred, spec, "balanced", split="val")
+    assert on_val.startswith("run: predicts 'no' for every one of the 3 val images on 10 of 12 attributes")

@@ -81,7 +81,7 @@ def evaluate_calibration(
                 "ece": metrics.ece(probs, pred.labels, pred.task, bins),
                 "nll": metrics.nll(probs, pred.labels, pred.task),
                 "brier": metrics.brier(probs, pred.labels, pred.task),
-                "constant_outputs": warn_constant_outputs(run, pred),
+                "constant_outputs": warn_constant_outputs(run, pred, o.split),
             }
             for name in SCORES:
                 row[f"misclass_auroc_{name}"] = metrics.misclassification_auroc(

@@ -182,17 +182,20 @@ def warn(message: str) -> None:
 NAMED_CONSTANT_OUTPUTS = 8
 
 
-def constant_output_warning(run: str, pred: Predictions, spec: DataSpec, pos_weight: str) -> tuple[int, str | None]:
+def constant_output_warning(
+    run: str, pred: Predictions, spec: DataSpec, pos_weight: str, split: str = "test"
+) -> tuple[int, str | None]:
     """How many outputs ``pred`` decides the same way for every example (``metrics.constant_outputs``: attributes,
     or 1 for a classifier that predicts one class) and, when there are any, a warning naming the run and them.
 
     ``pos_weight`` is the run's ``train.pos_weight``: an unweighted multi-label or two-class run is pointed to it.
+    ``split``: the split ``pred`` was made on ("test" or "val"), as the warning names it.
     """
     never, always = metrics.constant_outputs(pred.probs, pred.task)
     count = len(never) + len(always)
     if count == 0:
         return 0, None
-    images = f"every one of the {len(pred.labels)} test images"
+    images = f"every one of the {len(pred.labels)} {split} images"
     if pred.task == "multiclass":
         message = f"{run}: predicts {spec.output_names[always[0]]!r} for {images}: every other class has F1 0"
     else:
@@ -215,10 +218,10 @@ def constant_output_warning(run: str, pred: Predictions, spec: DataSpec, pos_wei
     return count, message
 
 
-def warn_constant_outputs(run: Run, pred: Predictions) -> int:
-    """Warn (``warn``) when the run's predictions ``pred`` on its test split are constant for the task or for an
+def warn_constant_outputs(run: Run, pred: Predictions, split: str = "test") -> int:
+    """Warn (``warn``) when the run's predictions ``pred`` on its ``split`` are constant for the task or for an
     attribute (``constant_output_warning``); the number of constant outputs, for the run's row."""
-    count, message = constant_output_warning(run.path.name, pred, run.spec, run.cfg.train.pos_weight)
+    count, message = constant_output_warning(run.path.name, pred, run.spec, run.cfg.train.pos_weight, split)
     if message is not None:
         warn(message)
     return count

@@ -216,7 +216,7 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
                 "protected": protected or "color",
                 "split": o.split,
                 "accuracy": metrics.accuracy(pred.probs, pred.labels, "multiclass"),
-                "constant_outputs": warn_constant_outputs(run, pred),
+                "constant_outputs": warn_constant_outputs(run, pred, o.split),
             }
             missing = []
             for g in (0, 1):
