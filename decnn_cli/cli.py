@@ -296,6 +296,14 @@ def eval_ood(
     fit_examples: Annotated[
         int, typer.Option("--fit-examples", min=1, help="Training examples the fitted detectors see at most.")
     ] = FIT_EXAMPLES,
+    detectors_only: Annotated[
+        bool,
+        typer.Option(
+            "--detectors-only",
+            help="Only the detectors' scores: no sampled predictions, one forward pass per input (the sampled "
+            "scores of the same runs may come from another evaluation at a larger N).",
+        ),
+    ] = False,
     table: Annotated[str, typer.Option("--table", help="Name of the results table.")] = "ood",
     samples: SamplesOpt = None,
     limit: LimitOpt = None,
@@ -323,9 +331,11 @@ def eval_ood(
             limit=limit,
             detectors=detectors,
             fit_examples=fit_examples,
+            sampled=not detectors_only,
         )
         rows = evaluate_ood(runs, options)
-        columns = ["dataset", "model", "seed", "outlier", "auroc_vote_entropy", "auroc_predictive_entropy"]
+        columns = ["dataset", "model", "seed", "outlier"]
+        columns += [] if detectors_only else ["auroc_vote_entropy", "auroc_predictive_entropy"]
         columns += [f"auroc_{name}" for name in detectors if any(f"auroc_{name}" in row for row in rows)]
         out.print(_rows_table("out-of-distribution detection", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")

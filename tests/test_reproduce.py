@@ -337,8 +337,11 @@ def test_the_detectors_recipe_shares_its_runs_with_tables_1a_and_2():
     shared = {r.folder.name for t in ("table1a", "table2") for r in plan(load_recipe(RECIPES / t / "cpu.toml"))}
     assert len(detectors) == 24 and detectors <= shared
     assert {PUBLISHED[m] for m in ("standard", "mc-dropout", "ensemble")} <= detectors
-    [evaluation] = load_recipe(RECIPES / "detectors" / "cpu.toml").evaluations
-    assert staging_name(evaluation) == "ood_l2000_n128_detectors"  # not table 2's rows, which have no detectors
+    # The sampled scores are Table 2's rows (nothing is scored twice); the detectors are scored on their own.
+    sampled, attacked, detecting = load_recipe(RECIPES / "detectors" / "cpu.toml").evaluations
+    table2 = [staging_name(e) for e in load_recipe(RECIPES / "table2" / "cpu.toml").evaluations]
+    assert [staging_name(sampled), staging_name(attacked)] == table2
+    assert staging_name(detecting) == "ood_l2000_detectors_only"
 
 
 DETECTING = MINI.replace('paper = ["1a"]', 'paper = []\nside_by_side = ["redecnn:vote_entropy", "standard:energy"]')
@@ -373,6 +376,56 @@ def test_a_recipe_scores_detectors_beside_sampled_scores_side_by_side(tmp_path: 
     stamp = (results / "evaluations" / "ood_d-energy-recon_error.csv").stat().st_mtime_ns
     reproduce(recipe, results, out_dir=tmp_path / "runs", show_progress=False)
     assert (results / "evaluations" / "ood_d-energy-recon_error.csv").stat().st_mtime_ns == stamp
+
+
+SHARED_SCORES = MINI.replace('paper = ["1a"]', 'paper = []\nside_by_side = ["redecnn:vote_entropy", "standard:energy"]')
+SHARED_SCORES = SHARED_SCORES.replace(
+    'kind = "calibration"',
+    """kind = "ood"
+methods = ["redecnn"]
+outliers = { "*" = ["patches"] }
+
+[[evaluations]]
+kind = "attack"
+methods = ["redecnn"]
+eps = 0.3
+
+[[evaluations]]
+kind = "ood"
+methods = ["standard", "redecnn"]
+outliers = { "*" = ["patches", "attack:fgsm@0.3"] }
+detectors = ["energy", "recon_error"]
+sampled = false""",
+)
+
+
+def test_a_detectors_only_evaluation_joins_the_sampled_scores_of_other_evaluations(tmp_path: Path):
+    recipe = tmp_path / "shared.toml"
+    recipe.write_text(SHARED_SCORES)
+    results = tmp_path / "results"
+    reproduce(recipe, results, out_dir=tmp_path / "runs", show_progress=False)
+    detected = pd.read_csv(results / "evaluations" / "ood_d-energy-recon_error_only.csv")
+    assert set(detected["method"]) == {"standard", "redecnn"} and len(detected) == 8
+    assert "auroc_vote_entropy" not in detected and "samples" not in detected
+    assert detected["auroc_energy"].between(0, 1).all()
+    sampled = pd.read_csv(results / "evaluations" / "ood.csv")
+    assert set(sampled["method"]) == {"redecnn"} and sampled["auroc_vote_entropy"].between(0, 1).all()
+    # The run folder keeps both evaluations' scores of the same set.
+    redecnn = next((tmp_path / "runs").glob("digits__redecnn__*__seed0"))
+    with np.load(redecnn / "ood_patches.npz") as scores:
+        assert {"inlier_vote_entropy", "inlier_energy", "outlier_recon_error"} <= set(scores.files)
+    # Side by side, the attack evaluation's FGSM rows and the detectors' attack:fgsm@0.3 rows are one row.
+    markdown = (results / "mini.md").read_text()
+    fgsm = next(line for line in markdown.splitlines() if line.startswith("| fgsm |"))
+    patches = next(line for line in markdown.splitlines() if line.startswith("| patches |"))
+    assert "-" not in fgsm.replace("| fgsm |", "") and "-" not in patches.replace("| patches |", "")
+
+
+def test_a_detectors_only_evaluation_needs_detectors(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SHARED_SCORES.replace('detectors = ["energy", "recon_error"]\n', ""))
+    with pytest.raises(ConfigError, match="sampled = false"):
+        load_recipe(bad)
 
 
 def test_recipes_name_unknown_detectors_and_outlier_sets(tmp_path: Path):

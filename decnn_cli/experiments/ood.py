@@ -92,7 +92,9 @@ class OODOptions(EvalOptions):
     """``outliers``: outlier sets (``decnn_cli.data.sources``); ``samples``: N sampled predictions per input
     (default: each run's ``eval.samples``); ``limit``: cap the inlier and each outlier set (the first examples);
     ``detectors``: post-hoc detectors (``decnn_cli.detectors``, or ``all``), fitted on at most ``fit_examples``
-    examples of each run's training split."""
+    examples of each run's training split; ``sampled``: whether the sampled scores (``uncertainty.SCORES``) are
+    computed: without them a run costs one forward pass per input, and its rows hold the detectors' columns only
+    (for a table whose sampled scores come from another evaluation at a larger N)."""
 
     table: str = "ood"
     outliers: tuple[str, ...] = ()
@@ -100,6 +102,7 @@ class OODOptions(EvalOptions):
     limit: int | None = None
     detectors: tuple[str, ...] = ()
     fit_examples: int = FIT_EXAMPLES
+    sampled: bool = True
 
 
 class RunDetectors:
@@ -160,16 +163,18 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
     results_dir, table, outliers, limit, data_root = o.results_dir, o.table, list(o.outliers), o.limit, o.data_root
     check_outliers(outliers)
     detectors = parse_detectors(o.detectors)
+    if not o.sampled and not detectors:
+        raise DecnnError("--detectors-only scores nothing without a detector: add --detector NAME (or all)")
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], dict[str, list]] = {}
     with progress_or_new(o.progress, o.show_progress) as progress:
         for path in resolve_runs(run_paths):
             run = load_run(path, o.device, o.precision)
-            n = o.samples if o.samples is not None else run.cfg.eval.samples
+            n = (o.samples if o.samples is not None else run.cfg.eval.samples) if o.sampled else 1
             splits = test_splits(run, data_root)
             inliers = _first(splits.test, limit)
             inlier_pred = predict_split(run, inliers, n, progress, f"{path.name[:32]} inliers")
-            inlier_scores = uncertainty_scores(inlier_pred)
+            inlier_scores = uncertainty_scores(inlier_pred) if o.sampled else {}
             constant = warn_constant_outputs(run, inlier_pred)
             scorer = RunDetectors(run, splits.train, detectors, o.fit_examples, progress) if detectors else None
             if scorer is not None:
@@ -184,20 +189,23 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                 for oset in sets:
                     neg = inlier_scores
                     if oset.inliers is not None:
-                        neg = uncertainty_scores(predict_split(run, oset.inliers, n, progress, "held-in"))
+                        neg = {}
+                        if o.sampled:
+                            neg = uncertainty_scores(predict_split(run, oset.inliers, n, progress, "held-in"))
                         if scorer is not None:
                             neg |= scorer.scores(oset.inliers, "detectors: held-in")
-                    pos_pred = predict_split(run, oset.outliers, n, progress, oset.name[:40])
-                    pos = uncertainty_scores(pos_pred)
+                    pos = {}
+                    if o.sampled:
+                        pos = uncertainty_scores(predict_split(run, oset.outliers, n, progress, oset.name[:40]))
                     if scorer is not None:
                         pos |= scorer.scores(oset.outliers, f"detectors: {oset.name[:30]}")
                     row = {
                         **run.identity(),
                         "outlier": oset.name,
                         "conversion": oset.conversion,
-                        "inliers": len(neg["vote_entropy"]),
-                        "outliers": len(pos["vote_entropy"]),
-                        "samples": inlier_pred.num_samples,
+                        "inliers": len(next(iter(neg.values()))),
+                        "outliers": len(next(iter(pos.values()))),
+                        **({"samples": inlier_pred.num_samples} if o.sampled else {}),
                         "constant_outputs": constant,
                         **separation_row(neg, pos),
                     }
@@ -206,8 +214,9 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                         row["warning"] = oset.warning
                     run_rows.append(row)
                     save_run_scores(run, oset.name, neg, pos)
-                    curves = pooled.setdefault((run.cfg.data.name, oset.name), {})
-                    curves.setdefault(row["model"], []).append((neg["vote_entropy"], pos["vote_entropy"]))
+                    if o.sampled:
+                        curves = pooled.setdefault((run.cfg.data.name, oset.name), {})
+                        curves.setdefault(row["model"], []).append((neg["vote_entropy"], pos["vote_entropy"]))
             rows += run_rows + corruption_summary(run_rows, run.identity())
             if any(o.startswith("corrupt:") for o in outliers):
                 from decnn_cli.data.corruptions import corruption_sheet
@@ -224,7 +233,7 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
         table,
         rows,
         key=["run", "outlier"],
-        sections=SECTIONS + detector_sections(detectors),
+        sections=(SECTIONS if o.sampled else []) + detector_sections(detectors),
         columns=["dataset", "model"],
         index="outlier",
         preamble="Written by `decnn eval-ood`. Inliers (the run's test split) are negatives, outliers positives; "
@@ -256,11 +265,16 @@ def save_run_scores(run: Run, name: str, neg: dict[str, np.ndarray], pos: dict[s
     """``ood_<name>.npz`` (every score of every inlier and outlier) and ``roc_<name>.png`` (a ROC curve per score;
     the reconstruction error's per-layer scores are in the npz only) in the run folder."""
     slug = _slug(name)
-    save_npz_atomic(
-        run.path / f"ood_{slug}.npz",
-        **{f"inlier_{k}": v for k, v in neg.items()},
-        **{f"outlier_{k}": v for k, v in pos.items()},
-    )
+    arrays = {f"inlier_{k}": v for k, v in neg.items()} | {f"outlier_{k}": v for k, v in pos.items()}
+    path = run.path / f"ood_{slug}.npz"
+    if path.exists():
+        # Another evaluation's scores of the same sets (the sampled ones, say, beside a detectors-only run) stay;
+        # scores of sets of another size are replaced.
+        sizes = {"inlier": len(next(iter(neg.values()))), "outlier": len(next(iter(pos.values())))}
+        with np.load(path) as kept:
+            same = all(len(kept[k]) == sizes[k.split("_")[0]] for k in kept.files)
+            arrays = ({k: kept[k] for k in kept.files} if same else {}) | arrays
+    save_npz_atomic(path, **arrays)
     curves = {}
     for score in neg:
         if re.fullmatch(r"recon_error_l\d+", score):

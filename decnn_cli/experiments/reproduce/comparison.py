@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -152,8 +153,14 @@ def comparison_markdown(recipe: Recipe, comparison: pd.DataFrame, missing: list[
 
 def side_by_side_markdown(comparison: pd.DataFrame, columns: list[str]) -> list[str]:
     """One OOD ROC-AUC table per dataset: rows = outlier sets, columns = ``model:score`` as listed; cells = mean
-    (std over seeds) of ``auroc_<score>`` of that model's runs. Markdown lines."""
-    ood = comparison[comparison["kind"] == "ood"]
+    (std over seeds) of ``auroc_<score>`` of that model's runs. Markdown lines.
+
+    An attack evaluation's rows join the OOD rows of the same attack: ``attack:fgsm@0.25`` of an OOD evaluation
+    and the rows of an ``attack`` evaluation of FGSM share the row ``fgsm``."""
+    ood = comparison[comparison["kind"].isin(["ood", "attack"])]
+    attacked = (ood["kind"] == "attack") | ood["outlier"].str.startswith("attack:")
+    ood = ood.assign(outlier=ood["outlier"].map(lambda o: re.sub(r"^attack:([^@]+)(@.*)?$", r"\1", o)))
+    attacks = set(ood.loc[attacked, "outlier"])
     parts = [
         "## Side by side: OOD ROC-AUC (higher = better detection; 0.5 = chance)",
         "",
@@ -162,7 +169,10 @@ def side_by_side_markdown(comparison: pd.DataFrame, columns: list[str]) -> list[
     ]
     for dataset in sorted(set(ood["dataset"])):
         part = ood[ood["dataset"] == dataset]
-        outliers = sorted(set(part["outlier"]), key=lambda o: (o.startswith("corrupt"), o != "corrupt (mean)", o))
+        outliers = sorted(
+            set(part["outlier"]),
+            key=lambda o: (o in attacks, o.startswith("corrupt"), o != "corrupt (mean)", o),
+        )
         cells = []
         for outlier in outliers:
             row = []

@@ -42,7 +42,8 @@ def _d(evaluation: Evaluation) -> str:
 
     if not evaluation.detectors:
         return ""
-    return "_detectors" if set(evaluation.detectors) == set(DETECTORS) else "_d-" + "-".join(evaluation.detectors)
+    names = "_detectors" if set(evaluation.detectors) == set(DETECTORS) else "_d-" + "-".join(evaluation.detectors)
+    return names if evaluation.sampled else f"{names}_only"
 
 
 def _calibration(evaluation: Evaluation, folders: list[Path], outliers: list[str], shared: EvalOptions) -> None:
@@ -60,6 +61,7 @@ def _ood(evaluation: Evaluation, folders: list[Path], outliers: list[str], share
         samples=evaluation.samples,
         limit=evaluation.limit,
         detectors=tuple(evaluation.detectors),
+        sampled=evaluation.sampled,
     )
     evaluate_ood(folders, options)
 
@@ -102,7 +104,7 @@ class EvaluationKind:
 # same run share the rows, and different settings never mix.
 EVALUATIONS: dict[str, EvaluationKind] = {
     "calibration": EvaluationKind(_calibration, lambda ev: f"calibration{_n(ev)}"),
-    "ood": EvaluationKind(_ood, lambda ev: f"ood{_l(ev)}{_n(ev)}{_d(ev)}", per_outlier_set=True),
+    "ood": EvaluationKind(_ood, lambda ev: f"ood{_l(ev)}{_n(ev) if ev.sampled else ''}{_d(ev)}", per_outlier_set=True),
     "attack": EvaluationKind(
         _attack, lambda ev: f"attack_{ev.attack}_eps{ev.eps:g}{_l(ev)}{_n(ev)}", outlier=lambda ev: ev.attack
     ),

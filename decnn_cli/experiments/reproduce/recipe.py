@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from decnn_cli.config import RUN_SECTIONS, read_toml
 from decnn_cli.errors import ConfigError, DecnnError
@@ -56,6 +56,11 @@ class Evaluation(_Strict):
     detectors: list[str] = Field(
         default_factory=list, description="ood: post-hoc detectors beside the sampled scores (decnn_cli.detectors)."
     )
+    sampled: bool = Field(
+        True,
+        description="ood: false scores with the detectors alone (one forward pass per input, no sampled scores in "
+        "the rows): for runs whose sampled scores another evaluation of the recipe gives.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -63,6 +68,12 @@ class Evaluation(_Strict):
         if kind not in EVALUATIONS:
             raise ValueError(f"unknown evaluation {kind!r}; choose from {list(EVALUATIONS)}")
         return kind
+
+    @model_validator(mode="after")
+    def _detectors_when_unsampled(self) -> Evaluation:
+        if not self.sampled and (self.kind != "ood" or not self.detectors):
+            raise ValueError("sampled = false is for an ood evaluation with detectors: name them in detectors")
+        return self
 
     @field_validator("detectors")
     @classmethod
