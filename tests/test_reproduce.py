@@ -344,6 +344,15 @@ def test_the_detectors_recipe_shares_its_runs_with_tables_1a_and_2():
     assert staging_name(detecting) == "ood_l2000_detectors_only"
 
 
+def test_the_misclassification_recipe_evaluates_the_runs_of_tables_1a_and_9_at_its_own_n():
+    recipe = load_recipe(RECIPES / "misclass" / "cpu.toml")
+    runs = {r.folder.name for r in plan(recipe)}
+    shared = {r.folder.name for t in ("table1a", "table9") for r in plan(load_recipe(RECIPES / t / "cpu.toml"))}
+    assert len(runs) == 24 and runs <= shared
+    [evaluation] = recipe.evaluations
+    assert staging_name(evaluation) == "calibration_n128"  # not Table 1b's rows (N = 32)
+
+
 DETECTING = MINI.replace('paper = ["1a"]', 'paper = []\nside_by_side = ["redecnn:vote_entropy", "standard:energy"]')
 DETECTING = DETECTING.replace('kind = "calibration"', 'kind = "ood"\ndetectors = ["energy", "recon_error"]')
 
