@@ -197,3 +197,19 @@ def test_eval_ood_with_detectors_on_a_network_without_a_decoder(runner, tiny_run
     assert "no recon_error (the method has no decoder)" in result.output
     frame = pd.read_csv(tmp_path / "ood.csv")
     assert frame["auroc_energy"].between(0, 1).all() and "auroc_recon_error" not in frame
+
+
+def test_eval_ood_detectors_only_scores_without_sampling_and_keeps_the_sampled_scores(runner, tiny_runs, tmp_path):
+    run = tiny_runs["redecnn"]
+    sampled = ["eval-ood", str(run), "-o", "fashion", "--results", str(tmp_path / "sampled"), "-q"]
+    assert runner.invoke(app, sampled).exit_code == 0
+    args = ["eval-ood", str(run), "-o", "fashion", "-D", "recon_error", "--detectors-only", "-q"]
+    result = runner.invoke(app, [*args, "--results", str(tmp_path / "detected")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "detected" / "ood.csv")
+    assert frame["auroc_recon_error"].between(0, 1).all()
+    assert not [c for c in frame if "vote_entropy" in c or "predictive_entropy" in c] and "samples" not in frame
+    with np.load(run / "ood_fashion.npz") as scores:  # the sampled evaluation's scores stay beside the new ones
+        assert {"inlier_vote_entropy", "outlier_vote_entropy", "inlier_recon_error"} <= set(scores.files)
+    alone = runner.invoke(app, ["eval-ood", str(run), "-o", "fashion", "--detectors-only", "-q"])
+    assert alone.exit_code != 0 and "--detectors-only scores nothing without a detector" in alone.output
