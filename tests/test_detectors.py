@@ -213,3 +213,18 @@ def test_eval_ood_detectors_only_scores_without_sampling_and_keeps_the_sampled_s
         assert {"inlier_vote_entropy", "outlier_vote_entropy", "inlier_recon_error"} <= set(scores.files)
     alone = runner.invoke(app, ["eval-ood", str(run), "-o", "fashion", "--detectors-only", "-q"])
     assert alone.exit_code != 0 and "--detectors-only scores nothing without a detector" in alone.output
+
+
+def test_detectors_only_skips_a_run_none_of_whose_detectors_can_act_on_it(runner, tiny_runs, tmp_path: Path):
+    # recon_error needs a decoder: the standard run has no score to give, the ReDecNN run does.
+    both = [str(tiny_runs["standard"]), str(tiny_runs["redecnn"])]
+    args = ["eval-ood", *both, "-o", "fashion", "-D", "recon_error", "--detectors-only", "-q"]
+    result = runner.invoke(app, [*args, "--results", str(tmp_path / "both")])
+    assert result.exit_code == 0, result.output
+    assert f"{tiny_runs['standard'].name}: skipped, no detector asked for can act on it" in result.output
+    frame = pd.read_csv(tmp_path / "both" / "ood.csv")
+    assert set(frame["method"]) == {"redecnn"} and frame["auroc_recon_error"].between(0, 1).all()
+    alone = ["eval-ood", str(tiny_runs["standard"]), "-o", "fashion", "-D", "recon_error", "--detectors-only", "-q"]
+    result = runner.invoke(app, [*alone, "--results", str(tmp_path / "alone")])
+    assert result.exit_code != 0 and "no run could be scored" in result.output
+    assert not (tmp_path / "alone" / "ood.csv").exists()

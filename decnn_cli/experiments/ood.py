@@ -173,10 +173,13 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
             n = (o.samples if o.samples is not None else run.cfg.eval.samples) if o.sampled else 1
             splits = test_splits(run, data_root)
             inliers = _first(splits.test, limit)
+            scorer = RunDetectors(run, splits.train, detectors, o.fit_examples, progress) if detectors else None
+            if not o.sampled and not scorer.detectors.names:
+                warn(f"{path.name}: skipped, no detector asked for can act on it")
+                continue
             inlier_pred = predict_split(run, inliers, n, progress, f"{path.name[:32]} inliers")
             inlier_scores = uncertainty_scores(inlier_pred) if o.sampled else {}
             constant = warn_constant_outputs(run, inlier_pred)
-            scorer = RunDetectors(run, splits.train, detectors, o.fit_examples, progress) if detectors else None
             if scorer is not None:
                 inlier_scores |= scorer.scores(inliers, "detectors: inliers")
             run_rows = []
@@ -227,6 +230,11 @@ def evaluate_ood(run_paths: list[Path], options: OODOptions) -> list[dict[str, A
                     images_of(splits.test, 1)[0],
                     results_dir / f"{table}_corruptions_{dataset_label(run.cfg.data.name)}.png",
                 )
+    if not rows:
+        raise DecnnError(
+            f"no run could be scored: none of the detectors {', '.join(detectors)} acts on these runs; "
+            "name another with --detector, or drop --detectors-only"
+        )
     save_pooled_roc_curves(pooled, results_dir, table)
     write_tables(
         results_dir,
