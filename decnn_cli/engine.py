@@ -290,14 +290,15 @@ def point_accuracy(
 def reconstruction_errors(
     model: nn.Module, loader: DataLoader, device: torch.device, precision: Resolved = "fp32"
 ) -> list[float]:
-    """Per-pixel MSE between g(h_l) and x for every layer l, averaged over ``loader``: [L floats]."""
+    """Per-pixel MSE between g(h_l) and x for every layer l, averaged over ``loader``: [L floats]. A decoder
+    conditioned on the protected attribute decodes each example with its own group where the data carries it."""
     model.eval()
     sums: torch.Tensor | None = None
     seen = 0
-    for x, _ in _batches(loader, device):
+    for x, _, groups in _grouped_batches(loader, device):
         with autocast(device, precision):
             _, hidden = model(x)
-            decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W)
+            decoded = model.decoder.decode_all(hidden, groups)  # (L, B, C, H, W)
         err = ((decoded.float() - x.unsqueeze(0)) ** 2).flatten(2).mean(2).sum(1)  # (L,)
         sums = err if sums is None else sums + err
         seen += x.shape[0]

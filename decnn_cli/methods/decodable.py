@@ -27,11 +27,22 @@ if TYPE_CHECKING:
 
 
 class DecNNSettings(MethodSettings):
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"decode_given_protected"})
+
     beta: float = Field(
         100.0,
         ge=0.0,
         description="Weight of the reconstruction term in Eq. 4 and Eq. 5. The term is a per-pixel MSE (about "
         "0.02 once trained), so beta ~100 puts it on the scale of the cross-entropy.",
+    )
+    decode_given_protected: bool = Field(
+        False,
+        description="g reads the protected attribute a beside h_l: g(h_l, a), a learned code of a added to g's "
+        "input (the fader decoder of Lample et al. 2017). Eq. 4 / 5 then no longer ask h_l to carry a, so the "
+        "adversary (protect_adversary_weight) can take it out of h_L without fighting the reconstruction. Training "
+        "decodes each example with its own a; where a is not known (sampled paths, detectors, outliers) every "
+        "decoding draws a uniformly, so N paths vote over drawn values of the attribute. Needs the protected "
+        "attribute's labels: data.protected on CelebA; the coloured datasets carry their colour.",
     )
 
 
@@ -66,10 +77,19 @@ class ReDecNNSettings(DecNNSettings):
 
 
 def build(model_cfg: ModelConfig, settings: DecNNSettings, spec: DataSpec) -> Network:
+    from decnn_cli.errors import DecnnError
     from decnn_cli.models import Network, build_classifier, build_decoder
 
+    groups = 0
+    if settings.decode_given_protected:
+        if not spec.group_names:
+            raise DecnnError(
+                "method.decode_given_protected needs the protected attribute's labels: set data.protected (CelebA), "
+                "or use a coloured dataset"
+            )
+        groups = len(spec.group_names)
     classifier = build_classifier(model_cfg, spec)
-    return Network(classifier, build_decoder(model_cfg, classifier, spec))
+    return Network(classifier, build_decoder(model_cfg, classifier, spec, groups))
 
 
 def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
@@ -79,7 +99,7 @@ def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContex
     beta = ctx.settings.beta
     logits, hidden = model(x)
     ce = ctx.task.loss(logits, y)
-    decoded = model.decoder.decode_all(hidden)  # (L, B, C, H, W): every layer in one decoder call
+    decoded = model.decoder.decode_all(hidden, ctx.groups)  # (L, B, C, H, W): every layer in one decoder call
     recon = F.mse_loss(decoded, x.unsqueeze(0).expand_as(decoded))
     total = ce + beta * recon
     parts = {"ce": ce.detach(), "recon": beta * recon.detach()}
@@ -95,7 +115,7 @@ def decnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContex
             total = add_terms(total, parts, term(x_rep, flat, logits_hat), 1.0)
         if ctx.fixed_decoder_terms:
             with weights_held(model.decoder):
-                fixed = model.decoder.decode_all(hidden).flatten(0, 1)
+                fixed = model.decoder.decode_all(hidden, ctx.groups).flatten(0, 1)
             for term in ctx.fixed_decoder_terms:
                 total = add_terms(total, parts, term(x_rep, fixed, logits_hat), 1.0)
     return LossTerms(total, parts, logits)
@@ -124,7 +144,7 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     ramp = settings.ramp(ctx.progress)
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
-        x_hat = model.decoder.decode_selected(hidden, layer)  # (B, C, H, W)
+        x_hat = model.decoder.decode_selected(hidden, layer, ctx.groups)  # (B, C, H, W)
         hidden_prev = hidden
         logits_hat, hidden = model(x_hat)
         ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
@@ -134,7 +154,7 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
             terms |= term(x, x_hat, logits_hat)
         if ctx.fixed_decoder_terms:
             with weights_held(model.decoder):
-                x_fixed = model.decoder.decode_selected(hidden_prev, layer)
+                x_fixed = model.decoder.decode_selected(hidden_prev, layer, ctx.groups)
             for term in ctx.fixed_decoder_terms:
                 terms |= term(x, x_fixed, logits_hat)
         total = add_terms(total, parts, terms, ramp * settings.alpha**depth)
@@ -149,7 +169,8 @@ def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSetti
     input b), so a seed gives the same paths and the same logits as that recursion; the work is done once per
     distinct start of a path: paths that share their first d layers share their first d decodings, f runs once on
     each distinct input and only up to the deepest layer its paths decode, and inputs are taken in chunks whose
-    tensors stay within a memory bound (``decnn_cli.methods.chunks``).
+    tensors stay within a memory bound (``decnn_cli.methods.chunks``). A decoder conditioned on the protected
+    attribute draws it for each distinct (input, layer) pair it decodes (``SharedDecoder.condition``).
     """
     import torch
 
@@ -171,7 +192,7 @@ def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSetti
 def _decode_first_layer(model: Network, x: torch.Tensor) -> torch.Tensor:
     """g(h_1(x)): what one path's step makes (measured on one row to size the chunks)."""
     _, hidden = model(x)
-    return model.decoder.body(model.decoder.code(0, hidden[0]))
+    return model.decoder.body(model.decoder.condition(model.decoder.code(0, hidden[0])))
 
 
 def _follow_paths(
@@ -244,7 +265,7 @@ def _decode_chosen(
             if len(pick):
                 codes.append(g.code(index, z[row[pick]]))
                 decoded.append(pick)
-    codes = torch.cat(codes)
+    codes = g.condition(torch.cat(codes))  # a conditioned g draws each pair's attribute
     return g.body(padded(codes, sized(len(codes))))[: len(codes)], torch.cat(decoded)
 
 

@@ -29,8 +29,9 @@ def build_classifier(cfg: ModelConfig, spec: DataSpec, dropout: float = 0.0) -> 
     raise DecnnError(f"unknown architecture {cfg.arch!r}; choose from mlp, cnn, linear, resnet18")
 
 
-def build_decoder(cfg: ModelConfig, classifier: nn.Module, spec: DataSpec) -> SharedDecoder:
-    """One decoder g shared by every hidden layer of ``classifier``."""
+def build_decoder(cfg: ModelConfig, classifier: nn.Module, spec: DataSpec, groups: int = 0) -> SharedDecoder:
+    """One decoder g shared by every hidden layer of ``classifier``; ``groups`` > 0: g also reads which of that
+    many protected groups an example belongs to."""
     if not classifier.hidden_shapes:
         raise DecnnError(f"arch {cfg.arch!r} has no hidden layers to decode; use --arch mlp or cnn")
     return SharedDecoder(
@@ -40,6 +41,7 @@ def build_decoder(cfg: ModelConfig, classifier: nn.Module, spec: DataSpec) -> Sh
         mlp_hidden=cfg.decoder_width,
         channels=cfg.decoder_channels,
         code_dim=cfg.width,
+        groups=groups,
     )
 
 

@@ -100,6 +100,7 @@ class SharedDecoder(nn.Module):
         mlp_hidden: int = 512,
         channels: int = 64,
         code_dim: int = 256,
+        groups: int = 0,
     ):
         super().__init__()
         uniform = len(set(hidden_shapes)) == 1 and len(hidden_shapes[0]) == 1
@@ -115,6 +116,18 @@ class SharedDecoder(nn.Module):
             if body == "mlp"
             else ResNetDecoder(code_dim, out_shape, channels)
         )
+        # g(h_l, a): a learned code per protected group a, added to the layer's code (a fader-style decoder).
+        self.attribute = nn.Embedding(groups, code_dim) if groups else None
+
+    def condition(self, codes: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (..., B, code_dim) plus the code of each row's protected group (B,): unchanged unless g is
+        conditioned on the attribute. Without ``groups`` (inputs whose attribute is not known: sampled paths,
+        outliers) each row's group is drawn uniformly, so its decoding shows a drawn value of the attribute."""
+        if self.attribute is None:
+            return codes
+        if groups is None:
+            groups = torch.randint(self.attribute.num_embeddings, codes.shape[-2:-1], device=codes.device)
+        return codes + self.attribute(groups.long()).to(codes.dtype)
 
     def code(self, index: int, h: torch.Tensor) -> torch.Tensor:
         """g's input for rows of layer ``index`` (0-based): h (B, ...) -> (B, code_dim)."""
@@ -125,14 +138,18 @@ class SharedDecoder(nn.Module):
             return torch.stack(hidden)  # (L, B, width)
         return torch.stack([adapt(h) for adapt, h in zip(self.adapters, hidden, strict=True)])
 
-    def decode_all(self, hidden: list[torch.Tensor]) -> torch.Tensor:
-        """Decode every layer in one batched call: L tensors (B, ...) -> (L, B, C, H, W)."""
-        codes = self._codes(hidden)
+    def decode_all(self, hidden: list[torch.Tensor], groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode every layer in one batched call: L tensors (B, ...) -> (L, B, C, H, W); ``groups`` (B,): the
+        protected group of each example, for a decoder conditioned on it (``condition``)."""
+        codes = self.condition(self._codes(hidden), groups)
         images = self.body(codes.flatten(0, 1))  # (L * B, C, H, W)
         return images.view(len(hidden), -1, *images.shape[1:])
 
-    def decode_selected(self, hidden: list[torch.Tensor], layer: torch.Tensor) -> torch.Tensor:
-        """Decode layer ``layer[b]`` (0-based) of each example b: L tensors (B, ...), layer (B,) -> (B, C, H, W)."""
+    def decode_selected(
+        self, hidden: list[torch.Tensor], layer: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decode layer ``layer[b]`` (0-based) of each example b: L tensors (B, ...), layer (B,) -> (B, C, H, W);
+        ``groups`` as in ``decode_all``."""
         rows = torch.arange(layer.shape[0], device=layer.device)
         if self.adapters is None:
             code = torch.stack(hidden)[layer, rows]  # (B, width)
@@ -142,4 +159,4 @@ class SharedDecoder(nn.Module):
             for index, (adapt, h) in enumerate(zip(self.adapters, hidden, strict=True)):
                 chosen = (layer == index).nonzero().squeeze(1)
                 code = code.index_copy(0, chosen, adapt(h[chosen]))
-        return self.body(code)
+        return self.body(self.condition(code, groups))
