@@ -49,6 +49,7 @@ class DecNNSettings(MethodSettings):
 class ReDecNNSettings(DecNNSettings):
     # Runs trained before the warm-up existed had none: they keep their folder names at warmup = 0.
     keyed_unless: ClassVar[dict[str, Any]] = {"warmup": 0.0}
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"decode_given_protected", "paths_draw_protected"})
 
     alpha: float = Field(
         0.3,
@@ -70,6 +71,18 @@ class ReDecNNSettings(DecNNSettings):
         "epochs, 3 seeds) ReDecNN reached 85.8% test accuracy without warm-up and 92.2% with 0.5 (standard: 94.7%); "
         "chosen on validation accuracy (86.1%, 93.3%), with 0.5 over warming up the cross-entropy alone (88.9%).",
     )
+
+    paths_draw_protected: bool = Field(
+        False,
+        description="With decode_given_protected: every recursion step of training feeds f the decoding with a "
+        "drawn attribute, g(h, a') (a' uniform, as the sampled paths draw it at test), while the reconstruction "
+        "term still compares g(h, a) with x. Each path then asks f to classify x's content under another value of "
+        "the attribute: counterfactual inputs, so the attribute stops being a shortcut for the task. One more "
+        "decoder call per depth.",
+    )
+
+    def unread(self) -> set[str]:
+        return set() if self.decode_given_protected else {"paths_draw_protected"}
 
     def ramp(self, progress: float) -> float:
         """The warm-up factor of the recursive terms after ``progress`` (0-1) of the training steps."""
@@ -142,16 +155,20 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     total = add_hidden_terms(total, parts, hidden, y, ctx)  # the adversary reads f(x)'s h_L, not the paths'
     num_layers = len(hidden)
     ramp = settings.ramp(ctx.progress)
+    drawn = settings.decode_given_protected and settings.paths_draw_protected
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer, ctx.groups)  # (B, C, H, W)
+        x_next = x_hat  # what f classifies at this depth
+        if drawn:
+            x_next = model.decoder.decode_selected(hidden, layer)  # a' drawn per example
         hidden_prev = hidden
-        logits_hat, hidden = model(x_hat)
+        logits_hat, hidden = model(x_next)
         ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
         parts[f"ce_depth{depth}"], parts[f"mse_depth{depth}"] = ce_hat.detach(), mse_hat.detach()
         terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat}
         for term in ctx.decoded_terms:
-            terms |= term(x, x_hat, logits_hat)
+            terms |= term(x, x_next, logits_hat)
         if ctx.fixed_decoder_terms:
             with weights_held(model.decoder):
                 x_fixed = model.decoder.decode_selected(hidden_prev, layer, ctx.groups)
