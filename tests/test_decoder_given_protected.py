@@ -115,3 +115,30 @@ def test_paths_that_draw_the_attribute_feed_f_other_groups_decodings_and_reconst
     ctx.groups = torch.zeros(32, dtype=torch.long)
     method.loss(model, x, y, ctx).total.backward()
     assert model.decoder.attribute.weight.grad[1].abs().sum() == 0
+
+
+def test_counterfactual_pairing_pulls_h_L_together_without_training_g_on_the_other_decoding():
+    pair = "method.protect_pairing_weight=5"
+    cfg, method, model = _network("redecnn", GIVEN, pair, "method.recursion_depth=3")
+    x, y = torch.rand(16, *SPEC.in_shape), torch.arange(16) % 2
+    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100)
+    ctx.groups = torch.zeros(16, dtype=torch.long)
+    terms = method.loss(model, x, y, ctx)
+    assert 0 < terms.parts["protect_pairing"] < 5 * 2 * sum(0.3**d for d in (1, 2, 3))  # relative: at most 2
+    terms.total.backward()
+    assert model.decoder.attribute.weight.grad[1].abs().sum() == 0  # the green decoding is detached
+    assert all(p.grad is not None for p in model.classifier.parameters())
+    assert (
+        "protect_pairing"
+        not in method.loss(
+            model,
+            x,
+            y,
+            LossContext(
+                get_method("redecnn").settings_of(build_config(overrides=["method.name=redecnn", *SMALL, GIVEN])),
+                TaskHead("multiclass"),
+                num_train=100,
+                groups=ctx.groups,
+            ),
+        ).parts
+    )

@@ -49,7 +49,9 @@ class DecNNSettings(MethodSettings):
 class ReDecNNSettings(DecNNSettings):
     # Runs trained before the warm-up existed had none: they keep their folder names at warmup = 0.
     keyed_unless: ClassVar[dict[str, Any]] = {"warmup": 0.0}
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"decode_given_protected", "paths_draw_protected"})
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset(
+        {"decode_given_protected", "paths_draw_protected", "protect_pairing_weight"}
+    )
 
     alpha: float = Field(
         0.3,
@@ -81,8 +83,20 @@ class ReDecNNSettings(DecNNSettings):
         "decoder call per depth.",
     )
 
+    protect_pairing_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="With decode_given_protected: at every recursion step, f also reads the decoding under another "
+        "value of the attribute, g(h, a'') with a'' != a, and this weight times the relative squared distance "
+        "between the two last hidden layers, |h_L(g(h, a)) - h_L(g(h, a''))|^2 / (|h_L(g(h, a))|^2 + "
+        "|h_L(g(h, a''))|^2), joins depth d's terms: counterfactual pairing (Garg et al. 2019's logit pairing, on "
+        "h_L), which asks h_L itself to stop depending on the attribute, as the linear probe of Table 8 measures. With "
+        "paths_draw_protected the path continues from the other decoding. The other decoding is detached: f learns "
+        "from it, g is not trained by it. One more decoder call and one more f pass per depth.",
+    )
+
     def unread(self) -> set[str]:
-        return set() if self.decode_given_protected else {"paths_draw_protected"}
+        return set() if self.decode_given_protected else {"paths_draw_protected", "protect_pairing_weight"}
 
     def ramp(self, progress: float) -> float:
         """The warm-up factor of the recursive terms after ``progress`` (0-1) of the training steps."""
@@ -145,6 +159,8 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     import torch
     from torch.nn import functional as F
 
+    from decnn_cli.adversary import last_features
+
     settings: ReDecNNSettings = ctx.settings
     logits, hidden = model(x)
     ce = ctx.task.loss(logits, y)
@@ -156,17 +172,31 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     num_layers = len(hidden)
     ramp = settings.ramp(ctx.progress)
     drawn = settings.decode_given_protected and settings.paths_draw_protected
+    paired = settings.decode_given_protected and settings.protect_pairing_weight > 0
+    groups = model.decoder.attribute.num_embeddings if paired else 0
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer, ctx.groups)  # (B, C, H, W)
-        x_next = x_hat  # what f classifies at this depth
-        if drawn:
-            x_next = model.decoder.decode_selected(hidden, layer)  # a' drawn per example
         hidden_prev = hidden
-        logits_hat, hidden = model(x_next)
+        pairing = {}
+        if paired:
+            # Detached: f learns from the counterfactual decoding, g is not trained by it (else g could meet the
+            # pairing by ignoring a, and h_L would have to carry a again for the reconstruction).
+            x_other = model.decoder.decode_selected(hidden, layer, other_groups(ctx.groups, groups)).detach()
+            both_logits, both_hidden = model(torch.cat([x_hat, x_other]))
+            half = slice(x.shape[0], None) if drawn else slice(0, x.shape[0])  # the decoding the path follows
+            x_next = x_other if drawn else x_hat
+            logits_hat, hidden = both_logits[half], [h[half] for h in both_hidden]
+            own, other = last_features(both_hidden).float().chunk(2)
+            distance = (own - other).pow(2).sum() / (own.pow(2).sum() + other.pow(2).sum()).clamp_min(1e-12)
+            pairing = {"protect_pairing": settings.protect_pairing_weight * distance}
+        else:
+            # a' drawn per example where the paths draw the attribute; else x_hat itself
+            x_next = model.decoder.decode_selected(hidden, layer) if drawn else x_hat
+            logits_hat, hidden = model(x_next)
         ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
         parts[f"ce_depth{depth}"], parts[f"mse_depth{depth}"] = ce_hat.detach(), mse_hat.detach()
-        terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat}
+        terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat, **pairing}
         for term in ctx.decoded_terms:
             terms |= term(x, x_next, logits_hat)
         if ctx.fixed_decoder_terms:
@@ -176,6 +206,13 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
                 terms |= term(x, x_fixed, logits_hat)
         total = add_terms(total, parts, terms, ramp * settings.alpha**depth)
     return LossTerms(total, parts, logits)
+
+
+def other_groups(groups: torch.Tensor, count: int) -> torch.Tensor:
+    """For each example's group (B,) one of the other ``count`` - 1 groups, drawn uniformly."""
+    import torch
+
+    return (groups + torch.randint(1, count, groups.shape, device=groups.device)) % count
 
 
 def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSettings) -> torch.Tensor:
