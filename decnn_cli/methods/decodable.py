@@ -86,13 +86,12 @@ class ReDecNNSettings(DecNNSettings):
     protect_pairing_weight: float = Field(
         0.0,
         ge=0.0,
-        description="With decode_given_protected: at every recursion step, f also reads the decoding under another "
-        "value of the attribute, g(h, a'') with a'' != a, and this weight times the relative squared distance "
-        "between the two last hidden layers, |h_L(g(h, a)) - h_L(g(h, a''))|^2 / (|h_L(g(h, a))|^2 + "
-        "|h_L(g(h, a''))|^2), joins depth d's terms: counterfactual pairing (Garg et al. 2019's logit pairing, on "
-        "h_L), which asks h_L itself to stop depending on the attribute, as the linear probe of Table 8 measures. With "
-        "paths_draw_protected the path continues from the other decoding. The other decoding is detached: f learns "
-        "from it, g is not trained by it. One more decoder call and one more f pass per depth.",
+        description="With decode_given_protected: at every recursion step, f also reads the counterfactual of its "
+        "current input u (x, then the previous decoding), u'' = u + g(h_l, a'') - g(h_l, a) with a'' != a (the "
+        "change g draws between the two values, added to u itself, detached), and this weight times the relative "
+        "squared distance |h_L(u) - h_L(u'')|^2 / (|h_L(u)|^2 + |h_L(u'')|^2) joins depth d's terms: counterfactual "
+        "pairing (Garg et al. 2019's logit pairing, on h_L), which asks h_L itself to stop depending on the "
+        "attribute, as the linear probe of Table 8 measures. One more decoder call and one more f pass per depth.",
     )
 
     def unread(self) -> set[str]:
@@ -174,26 +173,25 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     drawn = settings.decode_given_protected and settings.paths_draw_protected
     paired = settings.decode_given_protected and settings.protect_pairing_weight > 0
     groups = model.decoder.attribute.num_embeddings if paired else 0
+    current = x  # f's input at the current depth
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer, ctx.groups)  # (B, C, H, W)
-        hidden_prev = hidden
         pairing = {}
         if paired:
-            # Detached: f learns from the counterfactual decoding, g is not trained by it (else g could meet the
-            # pairing by ignoring a, and h_L would have to carry a again for the reconstruction).
-            x_other = model.decoder.decode_selected(hidden, layer, other_groups(ctx.groups, groups)).detach()
-            both_logits, both_hidden = model(torch.cat([x_hat, x_other]))
-            half = slice(x.shape[0], None) if drawn else slice(0, x.shape[0])  # the decoding the path follows
-            x_next = x_other if drawn else x_hat
-            logits_hat, hidden = both_logits[half], [h[half] for h in both_hidden]
-            own, other = last_features(both_hidden).float().chunk(2)
+            # The counterfactual of f's current input (x, then the previous decoding): the same input moved by the
+            # change g draws between a and another value a'', detached (g is not trained by it: else g could meet
+            # the pairing by ignoring a, and h_L would have to carry a again for the reconstruction).
+            edit = model.decoder.decode_selected(hidden, layer, other_groups(ctx.groups, groups)) - x_hat
+            counterfactual = (current + edit).clamp(0.0, 1.0).detach()
+            own, other = last_features(hidden).float(), last_features(model(counterfactual)[1]).float()
             distance = (own - other).pow(2).sum() / (own.pow(2).sum() + other.pow(2).sum()).clamp_min(1e-12)
             pairing = {"protect_pairing": settings.protect_pairing_weight * distance}
-        else:
-            # a' drawn per example where the paths draw the attribute; else x_hat itself
-            x_next = model.decoder.decode_selected(hidden, layer) if drawn else x_hat
-            logits_hat, hidden = model(x_next)
+        # a' drawn per example where the paths draw the attribute; else x_hat itself
+        x_next = model.decoder.decode_selected(hidden, layer) if drawn else x_hat
+        hidden_prev = hidden
+        logits_hat, hidden = model(x_next)
+        current = x_next
         ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
         parts[f"ce_depth{depth}"], parts[f"mse_depth{depth}"] = ce_hat.detach(), mse_hat.detach()
         terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat, **pairing}
