@@ -88,8 +88,9 @@ class ReDecNNSettings(DecNNSettings):
         ge=0.0,
         description="With decode_given_protected: at every recursion step, f also reads the counterfactual of its "
         "current input u (x, then the previous decoding), u'' = u + g(h_l, a'') - g(h_l, a) with a'' != a (the "
-        "change g draws between the two values, added to u itself, detached), and this weight times the relative "
-        "squared distance |h_L(u) - h_L(u'')|^2 / (|h_L(u)|^2 + |h_L(u'')|^2) joins depth d's terms: counterfactual "
+        "change g draws between the two values, added to u itself, detached), and this weight times the squared "
+        "distance between h_L(u) and h_L(u''), each feature divided by its variance over the batch, joins depth "
+        "d's terms: counterfactual "
         "pairing (Garg et al. 2019's logit pairing, on h_L), which asks h_L itself to stop depending on the "
         "attribute, as the linear probe of Table 8 measures. One more decoder call and one more f pass per depth.",
     )
@@ -185,7 +186,10 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
             edit = model.decoder.decode_selected(hidden, layer, other_groups(ctx.groups, groups)) - x_hat
             counterfactual = (current + edit).clamp(0.0, 1.0).detach()
             own, other = last_features(hidden).float(), last_features(model(counterfactual)[1]).float()
-            distance = (own - other).pow(2).sum() / (own.pow(2).sum() + other.pow(2).sum()).clamp_min(1e-12)
+            # Per feature, relative to its spread over the batch: the linear probe standardises h_L's features, so a
+            # shift that is small against |h_L| but large against a feature's spread is what it reads.
+            spread = torch.cat([own, other]).var(dim=0, unbiased=False).clamp_min(1e-6)
+            distance = ((own - other).pow(2) / spread).mean()
             pairing = {"protect_pairing": settings.protect_pairing_weight * distance}
         # a' drawn per example where the paths draw the attribute; else x_hat itself
         x_next = model.decoder.decode_selected(hidden, layer) if drawn else x_hat
