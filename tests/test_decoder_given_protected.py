@@ -84,8 +84,6 @@ def test_a_conditioned_decoder_needs_groups_and_renames_only_the_runs_that_use_i
 
     assert name("method.decode_given_protected=false") == name()
     assert name(GIVEN) != name()
-    assert name("method.paths_draw_protected=true") == name()  # read only with the decoder given the attribute
-    assert name(GIVEN, "method.paths_draw_protected=true") != name(GIVEN)
 
 
 def test_a_tiny_training_with_a_conditioned_decoder_and_the_adversary(tmp_path: Path, runner):
@@ -98,36 +96,3 @@ def test_a_tiny_training_with_a_conditioned_decoder_and_the_adversary(tmp_path: 
     assert len(metrics["recon_mse_per_layer"]) == 3
     loaded = engine.load_checkpoint(run / "model.pt")  # the groups' codes are saved with g and load back
     assert loaded.model.decoder.attribute.num_embeddings == 2
-
-
-def test_paths_that_draw_the_attribute_feed_f_other_groups_decodings_and_reconstruct_with_the_own():
-    cfg, method, model = _network("redecnn", GIVEN, "method.paths_draw_protected=true", "method.recursion_depth=3")
-    x, y = torch.rand(32, *SPEC.in_shape), torch.arange(32) % 2
-    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100)
-    ctx.groups = torch.zeros(32, dtype=torch.long)  # every example red
-    # The reconstruction reaches only the red code; the paths' cross-entropy also reaches the drawn green one.
-    method.loss(model, x, y, ctx).total.backward()
-    grad = model.decoder.attribute.weight.grad
-    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0
-    # Without the option the green code gets no gradient from an all-red batch.
-    cfg, method, model = _network("redecnn", GIVEN, "method.recursion_depth=3")
-    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100)
-    ctx.groups = torch.zeros(32, dtype=torch.long)
-    method.loss(model, x, y, ctx).total.backward()
-    assert model.decoder.attribute.weight.grad[1].abs().sum() == 0
-
-
-def test_counterfactual_pairing_pulls_h_L_together_without_training_g_on_the_other_decoding():
-    pair = "method.protect_pairing_weight=5"
-    cfg, method, model = _network("redecnn", GIVEN, pair, "method.recursion_depth=3")
-    x, y = torch.rand(16, *SPEC.in_shape), torch.arange(16) % 2
-    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100)
-    ctx.groups = torch.zeros(16, dtype=torch.long)
-    terms = method.loss(model, x, y, ctx)
-    assert terms.parts["protect_pairing"] > 0
-    terms.total.backward()
-    assert model.decoder.attribute.weight.grad[1].abs().sum() == 0  # the green decoding is detached
-    assert all(p.grad is not None for p in model.classifier.parameters())
-    cfg, method, model = _network("redecnn", GIVEN, "method.recursion_depth=3")  # no pairing
-    ctx = LossContext(method.settings_of(cfg), TaskHead("multiclass"), num_train=100, groups=ctx.groups)
-    assert "protect_pairing" not in method.loss(model, x, y, ctx).parts

@@ -49,9 +49,6 @@ class DecNNSettings(MethodSettings):
 class ReDecNNSettings(DecNNSettings):
     # Runs trained before the warm-up existed had none: they keep their folder names at warmup = 0.
     keyed_unless: ClassVar[dict[str, Any]] = {"warmup": 0.0}
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset(
-        {"decode_given_protected", "paths_draw_protected", "protect_pairing_weight"}
-    )
 
     alpha: float = Field(
         0.3,
@@ -73,30 +70,6 @@ class ReDecNNSettings(DecNNSettings):
         "epochs, 3 seeds) ReDecNN reached 85.8% test accuracy without warm-up and 92.2% with 0.5 (standard: 94.7%); "
         "chosen on validation accuracy (86.1%, 93.3%), with 0.5 over warming up the cross-entropy alone (88.9%).",
     )
-
-    paths_draw_protected: bool = Field(
-        False,
-        description="With decode_given_protected: every recursion step of training feeds f the decoding with a "
-        "drawn attribute, g(h, a') (a' uniform, as the sampled paths draw it at test), while the reconstruction "
-        "term still compares g(h, a) with x. Each path then asks f to classify x's content under another value of "
-        "the attribute: counterfactual inputs, so the attribute stops being a shortcut for the task. One more "
-        "decoder call per depth.",
-    )
-
-    protect_pairing_weight: float = Field(
-        0.0,
-        ge=0.0,
-        description="With decode_given_protected: at every recursion step, f also reads the counterfactual of its "
-        "current input u (x, then the previous decoding), u'' = u + g(h_l, a'') - g(h_l, a) with a'' != a (the "
-        "change g draws between the two values, added to u itself, detached), and this weight times the squared "
-        "distance between h_L(u) and h_L(u''), each feature divided by its variance over the batch, joins depth "
-        "d's terms: counterfactual "
-        "pairing (Garg et al. 2019's logit pairing, on h_L), which asks h_L itself to stop depending on the "
-        "attribute, as the linear probe of Table 8 measures. One more decoder call and one more f pass per depth.",
-    )
-
-    def unread(self) -> set[str]:
-        return set() if self.decode_given_protected else {"paths_draw_protected", "protect_pairing_weight"}
 
     def ramp(self, progress: float) -> float:
         """The warm-up factor of the recursive terms after ``progress`` (0-1) of the training steps."""
@@ -159,8 +132,6 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     import torch
     from torch.nn import functional as F
 
-    from decnn_cli.adversary import last_features
-
     settings: ReDecNNSettings = ctx.settings
     logits, hidden = model(x)
     ce = ctx.task.loss(logits, y)
@@ -171,36 +142,16 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
     total = add_hidden_terms(total, parts, hidden, y, ctx)  # the adversary reads f(x)'s h_L, not the paths'
     num_layers = len(hidden)
     ramp = settings.ramp(ctx.progress)
-    drawn = settings.decode_given_protected and settings.paths_draw_protected
-    paired = settings.decode_given_protected and settings.protect_pairing_weight > 0
-    groups = model.decoder.attribute.num_embeddings if paired else 0
-    current = x  # f's input at the current depth
     for depth in range(1, settings.recursion_depth + 1):
         layer = torch.randint(num_layers, (x.shape[0],), device=x.device)
         x_hat = model.decoder.decode_selected(hidden, layer, ctx.groups)  # (B, C, H, W)
-        pairing = {}
-        if paired:
-            # The counterfactual of f's current input (x, then the previous decoding): the same input moved by the
-            # change g draws between a and another value a'', detached (g is not trained by it: else g could meet
-            # the pairing by ignoring a, and h_L would have to carry a again for the reconstruction).
-            edit = model.decoder.decode_selected(hidden, layer, other_groups(ctx.groups, groups)) - x_hat
-            counterfactual = (current + edit).clamp(0.0, 1.0).detach()
-            own, other = last_features(hidden).float(), last_features(model(counterfactual)[1]).float()
-            # Per feature, relative to its spread over the batch: the linear probe standardises h_L's features, so a
-            # shift that is small against |h_L| but large against a feature's spread is what it reads.
-            spread = torch.cat([own, other]).var(dim=0, unbiased=False).clamp_min(1e-6)
-            distance = ((own - other).pow(2) / spread).mean()
-            pairing = {"protect_pairing": settings.protect_pairing_weight * distance}
-        # a' drawn per example where the paths draw the attribute; else x_hat itself
-        x_next = model.decoder.decode_selected(hidden, layer) if drawn else x_hat
         hidden_prev = hidden
-        logits_hat, hidden = model(x_next)
-        current = x_next
+        logits_hat, hidden = model(x_hat)
         ce_hat, mse_hat = ctx.task.loss(logits_hat, y), F.mse_loss(x_hat, x)
         parts[f"ce_depth{depth}"], parts[f"mse_depth{depth}"] = ce_hat.detach(), mse_hat.detach()
-        terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat, **pairing}
+        terms = {"ce_recursive": ce_hat, "recon": settings.beta * mse_hat}
         for term in ctx.decoded_terms:
-            terms |= term(x, x_next, logits_hat)
+            terms |= term(x, x_hat, logits_hat)
         if ctx.fixed_decoder_terms:
             with weights_held(model.decoder):
                 x_fixed = model.decoder.decode_selected(hidden_prev, layer, ctx.groups)
@@ -208,13 +159,6 @@ def redecnn_loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossCont
                 terms |= term(x, x_fixed, logits_hat)
         total = add_terms(total, parts, terms, ramp * settings.alpha**depth)
     return LossTerms(total, parts, logits)
-
-
-def other_groups(groups: torch.Tensor, count: int) -> torch.Tensor:
-    """For each example's group (B,) one of the other ``count`` - 1 groups, drawn uniformly."""
-    import torch
-
-    return (groups + torch.randint(1, count, groups.shape, device=groups.device)) % count
 
 
 def sample_paths(model: Network, x: torch.Tensor, n: int, settings: ReDecNNSettings) -> torch.Tensor:
