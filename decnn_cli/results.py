@@ -134,7 +134,8 @@ def run_label(cfg: RunConfig) -> str:
 def run_tags(cfg: RunConfig) -> list[str]:
     """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
     attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
-    by (the name of their run folder, without the dataset) and the adversary's weight. Empty for a run that sets
+    by (the name of their run folder, without the dataset), a decoder given the protected attribute and the
+    adversary's weight. Empty for a run that sets
     none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
@@ -155,6 +156,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
             tags.append(f"{kind}-{_model_name(terms.compose_with, dataset_label(data.name))}")
         if terms.protect_with is not None:
             tags.append(f"protect-{_model_name(terms.protect_with, dataset_label(data.name))}")
+    if spec is not None and spec.uses_decoder and cfg.method.model_dump().get("decode_given_protected"):
+        tags.append("decoder-given-protected")
     if spec is not None and spec.accepts_adversary:
         adversary = AdversaryTerms.of(cfg.method)
         if adversary.active:

@@ -83,7 +83,7 @@ def test_a_conditioned_decoder_needs_groups_and_renames_only_the_runs_that_use_i
         return folder_name(build_config(overrides=["method.name=redecnn", *overrides]))
 
     assert name("method.decode_given_protected=false") == name()
-    assert name(GIVEN) != name()
+    assert name(GIVEN) != name() and "__decoder-given-protected__" in name(GIVEN)
 
 
 def test_a_tiny_training_with_a_conditioned_decoder_and_the_adversary(tmp_path: Path, runner):
