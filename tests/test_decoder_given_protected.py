@@ -96,3 +96,12 @@ def test_a_tiny_training_with_a_conditioned_decoder_and_the_adversary(tmp_path: 
     assert len(metrics["recon_mse_per_layer"]) == 3
     loaded = engine.load_checkpoint(run / "model.pt")  # the groups' codes are saved with g and load back
     assert loaded.model.decoder.attribute.num_embeddings == 2
+
+
+def test_rows_of_a_decoder_given_the_attribute_name_it():
+    from decnn_cli.experiments.common import run_variant
+
+    assert run_variant(build_config(overrides=["method.name=redecnn", GIVEN])) == "g(h, a)"
+    with_adversary = build_config(overrides=["method.name=redecnn", GIVEN, "method.protect_adversary_weight=0.1"])
+    assert run_variant(with_adversary) == "g(h, a), adversary 0.1"
+    assert run_variant(build_config(overrides=["method.name=standard", GIVEN])) == "none"  # no decoder to give it to

@@ -18,7 +18,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms
+from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms, get_method
 from decnn_cli.results import FINISHED_MARKER, check_writable_folder
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
@@ -96,9 +96,12 @@ def _pretrained_arch(path: Path) -> str:
 
 def run_variant(cfg: RunConfig) -> str:
     """'none', or the pretrained-model terms and adversary a run was trained with: 'Eq. 7: linear',
-    'direct: resnet18', 'Eq. 8', 'adversary 1' (its weight)."""
+    'direct: resnet18', 'Eq. 8', 'adversary 1' (its weight); 'g(h, a)' first for a decoder given the protected
+    attribute."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
+    if get_method(str(cfg.method.name)).uses_decoder and cfg.method.model_dump().get("decode_given_protected"):
+        parts.append("g(h, a)")
     if terms.compose_with is not None:
         kind = "Eq. 7" if terms.compose_target == "reconstruction" else "direct"
         parts.append(f"{kind}: {_pretrained_arch(terms.compose_with)}")
