@@ -84,6 +84,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_adversary_hidden"): 8,
     ("method", "protect_adversary_given_label"): False,
     ("method", "protect_adversary_objective"): "confusion",
+    ("method", "decode_given_protected"): True,
 }
 
 # Whether changing a key of the data, model, train and eval sections (on the bundled digits, an MLP, the MLP
@@ -135,7 +136,8 @@ CHANGES_RESULT = {
 }
 
 SMALL = ["model.depth=3", "model.width=16", "model.decoder_width=32", "method.recursion_depth=2"]
-SPEC = DataSpec("toy", (1, 8, 8), 4, "multiclass", tuple("abcd"), (0.5,), (0.5,))
+# With protected groups, so that a decoder given the attribute can be built (unknown groups are drawn).
+SPEC = DataSpec("toy", (1, 8, 8), 4, "multiclass", tuple("abcd"), (0.5,), (0.5,), ("g0", "g1"))
 
 
 def _override(key: tuple[str, ...], value: Any) -> str:
