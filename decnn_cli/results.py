@@ -25,7 +25,7 @@ from decnn_cli.config import RunConfig
 from decnn_cli.data import DATASETS
 from decnn_cli.data.sources import dataset_label
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import METHODS, AdversaryTerms, PretrainedTerms
+from decnn_cli.methods import METHODS, AdversaryTerms, PretrainedTerms, decodes_given_protected
 
 FINISHED_MARKER = "metrics.json"
 
@@ -135,8 +135,7 @@ def run_tags(cfg: RunConfig) -> list[str]:
     """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
     attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
     by (the name of their run folder, without the dataset), a decoder given the protected attribute and the
-    adversary's weight. Empty for a run that sets
-    none of these."""
+    adversary's weight. Empty for a run that sets none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
     data = cfg.data
@@ -156,7 +155,7 @@ def run_tags(cfg: RunConfig) -> list[str]:
             tags.append(f"{kind}-{_model_name(terms.compose_with, dataset_label(data.name))}")
         if terms.protect_with is not None:
             tags.append(f"protect-{_model_name(terms.protect_with, dataset_label(data.name))}")
-    if spec is not None and spec.uses_decoder and cfg.method.model_dump().get("decode_given_protected"):
+    if decodes_given_protected(cfg.method):
         tags.append("decoder-given-protected")
     if spec is not None and spec.accepts_adversary:
         adversary = AdversaryTerms.of(cfg.method)

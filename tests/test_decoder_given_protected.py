@@ -66,12 +66,22 @@ def test_the_loss_decodes_with_the_batchs_groups_and_trains_the_groups_codes(nam
     assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0  # only the group decoded reaches its code
 
 
-def test_sampled_paths_run_through_a_conditioned_decoder():
+def test_sampled_paths_decode_through_the_groups_codes():
     cfg, method, model = _network("redecnn", GIVEN)
     model.eval()
-    with torch.no_grad():
-        logits = method.sample(model, torch.rand(5, *SPEC.in_shape), 7, method.settings_of(cfg))
+    x = torch.rand(5, *SPEC.in_shape)
+
+    def sampled() -> torch.Tensor:
+        torch.manual_seed(2)  # the same layers and groups drawn each time
+        with torch.no_grad():
+            return method.sample(model, x, 7, method.settings_of(cfg))
+
+    logits = sampled()
     assert logits.shape == (7, 5, 2) and torch.isfinite(logits).all()
+    assert torch.equal(sampled(), logits)
+    with torch.no_grad():
+        model.decoder.attribute.weight.zero_()  # the paths' decodings no longer carry a group
+    assert not torch.allclose(sampled(), logits)
 
 
 def test_a_conditioned_decoder_needs_groups_and_renames_only_the_runs_that_use_it():

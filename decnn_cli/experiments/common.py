@@ -18,7 +18,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms, get_method
+from decnn_cli.methods import AdversaryTerms, MethodSettings, MethodSpec, PretrainedTerms, decodes_given_protected
 from decnn_cli.results import FINISHED_MARKER, check_writable_folder
 from decnn_cli.tasks import TaskHead
 from decnn_cli.uncertainty import Predictions, predict
@@ -100,7 +100,7 @@ def run_variant(cfg: RunConfig) -> str:
     attribute."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
-    if get_method(str(cfg.method.name)).uses_decoder and cfg.method.model_dump().get("decode_given_protected"):
+    if decodes_given_protected(cfg.method):
         parts.append("g(h, a)")
     if terms.compose_with is not None:
         kind = "Eq. 7" if terms.compose_target == "reconstruction" else "direct"

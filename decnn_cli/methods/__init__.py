@@ -7,7 +7,7 @@ line below. Importing the registry imports no torch (the method modules import i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -21,6 +21,9 @@ from decnn_cli.methods.base import (
     MethodSpec,
     PretrainedTerms,
 )
+
+if TYPE_CHECKING:
+    from decnn_cli.config import MethodConfig
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
@@ -54,6 +57,13 @@ def method_keys() -> list[str]:
     for spec in METHODS.values():
         keys |= set(spec.settings.model_fields)
     return sorted(keys)
+
+
+def decodes_given_protected(method: MethodConfig) -> bool:
+    """Whether a run's decoder reads the protected attribute beside h_l (``decode_given_protected`` on a method
+    with a decoder; the flat ``[method]`` section may carry it for methods that do not read it)."""
+    spec = METHODS.get(str(method.name))
+    return spec is not None and spec.uses_decoder and bool(getattr(method, "decode_given_protected", False))
 
 
 def accepting_pretrained_terms() -> list[str]:
