@@ -1,5 +1,6 @@
-"""The adversary of ``AdversaryTerms``: a small head that predicts the protected attribute from f's last hidden
-layer h_L, trained against f through gradient reversal (Ganin & Lempitsky 2015).
+"""The terms of ``AdversaryTerms`` on f's last hidden layer h_L: an adversary, a small head that predicts the
+protected attribute from h_L, trained against f through gradient reversal (Ganin & Lempitsky 2015); and the gap
+between the protected groups' means of h_L within each task class (``mean_gap``).
 
 The head minimises its cross-entropy CE_adv on the protected groups. Between h_L and the head sits a gradient
 reversal (identity forward, -weight times the gradient backward), so the one loss term CE_adv trains the head to
@@ -15,6 +16,11 @@ colour included) under Eq. 4 / 5, which an adversary on every layer would fight 
 averaged over space, as the probe does. Groups are weighted by n / (G * n_g) counted on the training split, so a
 rare group (Bald: 1.5% of the training faces) is not learned as "never" by the adversary. The adversary is part
 of training only: it is not saved with the model (the fairness evaluation fits its own probe).
+
+The mean gap asks for what a linear probe needs without a reader to train: a linear classifier of the attribute
+does no better than a constant one exactly when the groups' means of the representation are equal (Ravfogel et
+al. 2022; Belrose et al. 2023, LEACE). It is measured within each task class (the label given, as the adversary
+is by default), so that f need not hide the label where the attribute is correlated with it in training.
 """
 
 from __future__ import annotations
@@ -116,6 +122,83 @@ class GroupAdversary(nn.Module):
         }
 
 
+def standardised(features: torch.Tensor) -> torch.Tensor:
+    """``features`` (B, width) with every unit divided by its standard deviation in the batch (held out of the
+    gradient; floored at a tenth of the layer's typical one, so near-constant units are not blown up): scaling h_L
+    changes nothing."""
+    variance = features.detach().float().var(dim=0, unbiased=False)
+    return features.float() / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
+
+
+def class_keys(y: torch.Tensor) -> list:
+    """A hashable class per example: the label ((B,)), or the label vector for multi-label targets ((B, K))."""
+    return [tuple(row) for row in y.tolist()] if y.dim() > 1 else y.tolist()
+
+
+class MeanGap:
+    """The gap between the protected groups' means of h_L within each task class, kept as running means.
+
+    A rare group has few examples in a batch (5% of a class of coloured MNIST: about 3 of 128), so its batch mean
+    is mostly noise: the square of a batch's gap is biased up by that noise, and its gradient pulls every example
+    of a class together; a cross-fitted square is unbiased but so noisy that its gradient swamps the task's. Here
+    each (classifier, class, group) mean of the standardised h_L is an exponential moving average over batches
+    (``momentum`` 0.95: about the last 20 batches), and the term's gradient is that of the true squared gap
+    (mu_g - mu_rest)^2 with its slowly moving factor (mu_g - mu_rest) read from the running means and its other
+    factor from the batch's own means: low-noise and unbiased but for the averages' lag. Its value is the running
+    gap: per class, each group's squared distance to the mean of the other groups, averaged over units (so the
+    weight does not scale with the width) and over the groups, and weighted by the classes' shares of the batch.
+    """
+
+    def __init__(self, weight: float, momentum: float = 0.95):
+        self.weight = weight
+        self.momentum = momentum
+        self.means: dict[tuple, torch.Tensor] = {}
+
+    def _running(self, key: tuple, batch_mean: torch.Tensor) -> torch.Tensor:
+        previous = self.means.get(key)
+        mean = batch_mean if previous is None else self.momentum * previous + (1 - self.momentum) * batch_mean
+        self.means[key] = mean
+        return mean
+
+    def __call__(
+        self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
+    ) -> dict[str, torch.Tensor]:
+        features = standardised(last_features(hidden))
+        keys = class_keys(y)
+        surrogate = features.new_zeros(())
+        value = features.new_zeros(())
+        for key in dict.fromkeys(keys):
+            in_class = torch.tensor([k == key for k in keys], device=features.device)
+            share = in_class.float().mean()
+            batch = {int(g): features[in_class & (groups == g)].mean(dim=0) for g in torch.unique(groups[in_class])}
+            for g, mean in batch.items():
+                self._running((member, key, g), mean.detach())
+            known = self.groups_seen(member, key)
+            if len(known) < 2:
+                continue
+            for g in batch:
+                others = [o for o in known if o != g]
+                gap = self.means[(member, key, g)] - torch.stack([self.means[(member, key, o)] for o in others]).mean(0)
+                rest = [batch[o] for o in others if o in batch]
+                # Where the other groups are absent from the batch, only this group's mean moves.
+                batch_gap = batch[g] - (torch.stack(rest).mean(dim=0) if rest else batch[g].detach())
+                surrogate = surrogate + share / len(batch) * (gap * batch_gap).mean()
+                value = value + share / len(batch) * gap.pow(2).mean()
+        term = self.weight * (surrogate + (value - surrogate).detach())  # the value of the gap, its gradient
+        return {"mean_gap": term}
+
+    def groups_seen(self, member: int, key) -> list[int]:
+        """The groups of a classifier's class that running means exist for."""
+        return [g for (m, k, g) in self.means if m == member and k == key]
+
+
+def attach_mean_match(ctx: LossContext, weight: float) -> MeanGap:
+    """Add ``weight`` times the running mean gap of f(x)'s h_L to ``ctx``'s hidden terms; return the term."""
+    term = MeanGap(weight)
+    ctx.hidden_terms.append(term)
+    return term
+
+
 def group_weights(groups: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
     """n / (G * n_g) per group g of the training split; a group absent from it is one clear error."""
     count = max(len(names), int(groups.max()) + 1)
@@ -137,16 +220,21 @@ def attach_adversary(
     train: Dataset,
     device: torch.device,
 ) -> GroupAdversary | None:
-    """Add the adversary to ``ctx`` (its term and its module) when ``settings`` turns it on; return it. ``train``
-    is the training split, whose groups weigh the adversary's loss."""
+    """Add the terms on h_L that ``settings`` turns on to ``ctx``: the adversary (its term and its module), the
+    mean gap; return the adversary, if any. ``train`` is the training split, whose groups weigh the adversary's
+    loss."""
     if not settings.active:
         return None
     train_groups = groups_of(train)
     if train_groups is None:
         raise DecnnError(
-            "the adversary (method.protect_adversary_weight) needs the protected attribute's labels in training: "
-            "set data.protected (CelebA), or use a coloured dataset"
+            "the adversary and the mean gap (method.protect_adversary_weight, method.protect_mean_match_weight) need "
+            "the protected attribute's labels in training: set data.protected (CelebA), or use a coloured dataset"
         )
+    if settings.mean_match_on:
+        attach_mean_match(ctx, settings.protect_mean_match_weight)
+    if not settings.adversary_on:
+        return None
     widths = []
     for classifier in classifiers_of(model):
         if not classifier.hidden_shapes:

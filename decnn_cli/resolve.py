@@ -66,7 +66,7 @@ def build_config(
     if cfg.model.arch in ARCHS_WITHOUT_HIDDEN_LAYERS and spec.adversary_of(cfg).active:
         raise ConfigError(
             f"invalid configuration at method.protect_adversary_weight: arch {cfg.model.arch!r} has no hidden layer "
-            "for the adversary to read; use model.arch mlp or cnn"
+            "for the adversary or the mean gap to act on; use model.arch mlp or cnn"
         )
     return cfg
 

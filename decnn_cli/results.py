@@ -134,8 +134,8 @@ def run_label(cfg: RunConfig) -> str:
 def run_tags(cfg: RunConfig) -> list[str]:
     """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
     attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
-    by (the name of their run folder, without the dataset), a decoder given the protected attribute and the
-    adversary's weight. Empty for a run that sets none of these."""
+    by (the name of their run folder, without the dataset), a decoder given the protected attribute, the
+    adversary's weight and the mean gap's. Empty for a run that sets none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
     data = cfg.data
@@ -159,8 +159,10 @@ def run_tags(cfg: RunConfig) -> list[str]:
         tags.append("decoder-given-protected")
     if spec is not None and spec.accepts_adversary:
         adversary = AdversaryTerms.of(cfg.method)
-        if adversary.active:
+        if adversary.adversary_on:
             tags.append(f"adversary-{adversary.protect_adversary_weight:g}")
+        if adversary.mean_match_on:
+            tags.append(f"mean-match-{adversary.protect_mean_match_weight:g}")
     return [re.sub(r"[^A-Za-z0-9._-]+", "-", tag) for tag in tags]
 
 

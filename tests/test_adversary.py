@@ -116,7 +116,7 @@ def test_the_adversary_needs_groups_a_hidden_layer_and_a_method_that_passes_them
         method.loss(model, x, y, ctx)
     with pytest.raises(ConfigError, match="no hidden layer for the adversary"):
         build_config(overrides=["method.name=standard", "model.arch=linear", ON])
-    with pytest.raises(DecnnError, match="needs the protected attribute's labels"):
+    with pytest.raises(DecnnError, match="need the protected attribute's labels"):
         train(build_config(overrides=["method.name=standard", ON, *SMALL]), show_progress=False)  # plain digits
     with pytest.raises(DecnnError, match=r"no example of the protected group\(s\) \['green'\]"):
         group_weights(torch.zeros(5, dtype=torch.long), ("red", "green"))

@@ -84,6 +84,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_adversary_hidden"): 8,
     ("method", "protect_adversary_given_label"): False,
     ("method", "protect_adversary_objective"): "confusion",
+    ("method", "protect_mean_match_weight"): 1.0,
     ("method", "decode_given_protected"): True,
 }
 
@@ -175,11 +176,12 @@ def test_folder_name_changes_exactly_when_the_runs_result_could(name: str):
         if setting is not None:
             # A method reads its own settings, and the pretrained-model terms once it is given a model (the
             # weight or target of a term without its model is read by nobody).
-            # The adversary's weight turns it on (its other settings are read once it is on).
+            # The adversary's weight turns it on (its other settings are read once it is on); the mean gap's
+            # weight turns the mean gap on.
             expected = (
                 setting in spec.settings.model_fields
                 or (spec.accepts_pretrained_terms and setting in ("compose_with", "protect_with"))
-                or (spec.accepts_adversary and setting == "protect_adversary_weight")
+                or (spec.accepts_adversary and setting in ("protect_adversary_weight", "protect_mean_match_weight"))
             )
         else:
             verdict = CHANGES_RESULT[key]

@@ -95,9 +95,9 @@ def _pretrained_arch(path: Path) -> str:
 
 
 def run_variant(cfg: RunConfig) -> str:
-    """'none', or the pretrained-model terms and adversary a run was trained with: 'Eq. 7: linear',
-    'direct: resnet18', 'Eq. 8', 'adversary 1' (its weight); 'g(h, a)' first for a decoder given the protected
-    attribute."""
+    """'none', or the pretrained-model terms and the terms on h_L a run was trained with: 'Eq. 7: linear',
+    'direct: resnet18', 'Eq. 8', 'adversary 1', 'mean match 1' (their weights); 'g(h, a)' first for a decoder given
+    the protected attribute."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
     if decodes_given_protected(cfg.method):
@@ -108,8 +108,10 @@ def run_variant(cfg: RunConfig) -> str:
     if terms.protect_with is not None:
         parts.append("Eq. 8")
     adversary = AdversaryTerms.of(cfg.method)
-    if adversary.active:
+    if adversary.adversary_on:
         parts.append(f"adversary {adversary.protect_adversary_weight:g}")
+    if adversary.mean_match_on:
+        parts.append(f"mean match {adversary.protect_mean_match_weight:g}")
     return ", ".join(parts) or "none"
 
 

@@ -115,7 +115,8 @@ def resolve_method_section(section: dict[str, Any]) -> dict[str, Any]:
     adversary = AdversaryTerms.model_validate({k: v for k, v in section.items() if k in AdversaryTerms.model_fields})
     if adversary.active and not spec.accepts_adversary:
         raise ConfigError(
-            "method.protect_adversary_weight acts on the hidden activations that a method's loss passes on; use it "
+            "method.protect_adversary_weight and method.protect_mean_match_weight act on the hidden activations that "
+            "a method's loss passes on; use them "
             f"with {', '.join(accepting_adversary())}, not {name}"
         )
     resolved = {"name": name, **settings.model_dump(mode="json", exclude_none=True)}

@@ -107,9 +107,10 @@ class PretrainedTerms(MethodSettings):
 
 
 class AdversaryTerms(MethodSettings):
-    """An adversary that reads the protected attribute off f's last hidden layer h_L, trained against f through
-    gradient reversal (Ganin & Lempitsky 2015; the label-conditioned form of Zhang et al. 2018), for methods that
-    accept it (``MethodSpec.accepts_adversary``); ``decnn_cli.adversary`` adds it to the loss.
+    """Terms that remove the protected attribute from f's last hidden layer h_L, for methods that accept them
+    (``MethodSpec.accepts_adversary``); ``decnn_cli.adversary`` adds them to the loss: an adversary that reads the
+    attribute off h_L, trained against f through gradient reversal (Ganin & Lempitsky 2015; the label-conditioned
+    form of Zhang et al. 2018), and a penalty on the gap between the groups' means of h_L within each class.
 
     Eq. 8 constrains what the decoder g draws from h; this term acts on h itself, the quantity a linear probe reads
     (Table 8): the adversary minimises its cross-entropy on the protected attribute, and the same cross-entropy
@@ -138,6 +139,16 @@ class AdversaryTerms(MethodSettings):
         "also hide the label wherever the attribute is correlated with it in training, as the colour is (0.95) in "
         "the coloured datasets and Male with Bearded in CelebA.",
     )
+    protect_mean_match_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of a penalty on how far apart the protected groups' means of h_L lie within each task "
+        "class (each unit's gap divided by its standard deviation in the batch, squared and averaged over units; "
+        "running means over batches; 0: off). Where the group means of a representation are equal, no linear "
+        "reader of it does better than a constant one (linear guardedness: Ravfogel et al. 2022; Belrose et al. "
+        "2023), so this asks directly for what Table 8's linear probe measures, with no adversary to train. Usable "
+        "alone or with the adversary.",
+    )
     protect_adversary_objective: Literal["reverse", "confusion"] = Field(
         "reverse",
         description="What f is asked of the adversary: 'reverse' (gradient reversal: f raises the adversary's "
@@ -153,16 +164,27 @@ class AdversaryTerms(MethodSettings):
             "protect_adversary_hidden",
             "protect_adversary_given_label",
             "protect_adversary_objective",
+            "protect_mean_match_weight",
         }
     )
 
     @property
-    def active(self) -> bool:
-        """Whether the adversary is on (else it adds nothing and nothing of it is keyed)."""
+    def adversary_on(self) -> bool:
+        """Whether the adversary's head is trained against f."""
         return self.protect_adversary_weight > 0
 
+    @property
+    def mean_match_on(self) -> bool:
+        """Whether the groups' means of h_L are pulled together."""
+        return self.protect_mean_match_weight > 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any term on h_L is on (else they add nothing and nothing of them is keyed)."""
+        return self.adversary_on or self.mean_match_on
+
     def unread(self) -> set[str]:
-        if self.active:
+        if self.adversary_on:
             return set()
         return {"protect_adversary_hidden", "protect_adversary_given_label", "protect_adversary_objective"}
 
