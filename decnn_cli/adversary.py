@@ -135,6 +135,26 @@ def class_keys(y: torch.Tensor) -> list:
     return [tuple(row) for row in y.tolist()] if y.dim() > 1 else y.tolist()
 
 
+def exact_mean_gap(features: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> float:
+    """The statistic ``MeanGap`` trains on, from a whole split at once (exact means, no running averages): per
+    class, each group's squared distance to the mean of the other groups of the class, standardised units averaged,
+    averaged over the groups and weighted by the classes' shares. NaN where no class holds two groups."""
+    standard = standardised(features)
+    keys = class_keys(y)
+    total, counted = 0.0, False
+    for key in dict.fromkeys(keys):
+        in_class = torch.tensor([k == key for k in keys])
+        present = torch.unique(groups[in_class]).tolist()
+        if len(present) < 2:
+            continue
+        counted = True
+        means = {g: standard[in_class & (groups == g)].mean(dim=0) for g in present}
+        for g in present:
+            others = torch.stack([means[o] for o in present if o != g]).mean(dim=0)
+            total += float(in_class.float().mean()) / len(present) * float((means[g] - others).pow(2).mean())
+    return total if counted else float("nan")
+
+
 class MeanGap:
     """The gap between the protected groups' means of h_L within each task class, kept as running means.
 

@@ -4,13 +4,14 @@ classes, and a term that moves f towards equal means on every method that passes
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from decnn_cli.adversary import MeanGap, attach_adversary, standardised
+from decnn_cli.adversary import MeanGap, attach_adversary, exact_mean_gap, standardised
 from decnn_cli.cli import app
 from decnn_cli.experiments.reproduce.planning import folder_name
 from decnn_cli.methods import METHODS, LossContext, get_method
@@ -129,3 +130,13 @@ def test_the_gap_keys_folders_only_once_it_is_on_and_trains_on_coloured_digits(t
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["history"][0]["parts"]["mean_gap"] > 0
     assert metrics["adversary_group_weights"] is None  # no adversary head: nothing of it is trained or saved
+
+
+def test_the_exact_gap_of_a_split_matches_the_running_one_on_a_single_batch_and_needs_two_groups_in_a_class():
+    torch.manual_seed(0)
+    y, groups = torch.arange(40) % 2, (torch.arange(40) // 2) % 2
+    features = torch.randn(40, 6) + 0.7 * groups.unsqueeze(1)
+    running = MeanGap(1.0)([features], y, groups)["mean_gap"]  # one batch: its means are the running ones
+    assert exact_mean_gap(features, y, groups) == pytest.approx(float(running), rel=1e-5)
+    assert exact_mean_gap(features, y, groups) > exact_mean_gap(torch.randn(40, 6), y, groups)
+    assert math.isnan(exact_mean_gap(features, y, y))  # each class holds one group: nothing to compare

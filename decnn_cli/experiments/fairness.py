@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
 from decnn_cli import metrics
+from decnn_cli.adversary import exact_mean_gap
 from decnn_cli.composition import load_frozen
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import groups_of as split_groups
@@ -56,6 +57,12 @@ SECTIONS = [
         3,
     ),
     ("accuracy", "Task accuracy (%)", 2),
+    (
+        "hidden_mean_gap",
+        "Gap between the groups' means of the last hidden layer within each task class (standardised units, mean "
+        "square per unit; 0 = no linear reader beats a constant one; method.protect_mean_match_weight lowers it)",
+        4,
+    ),
     (
         "protector_balanced_accuracy_decoded",
         "m's balanced accuracy on the protected attribute from the decodings g(h_l), mean over layers (0.5 = chance)",
@@ -251,6 +258,9 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
             features = last_hidden(run, dataset)
             fit, score = probe_halves(len(groups), o.probe_examples, run.cfg.data.split_seed)
             row |= linear_probe_f1(features[fit], groups[fit], features[score], groups[score])
+            row["hidden_mean_gap"] = exact_mean_gap(
+                torch.as_tensor(features), torch.as_tensor(pred.labels), torch.as_tensor(groups)
+            )
             if not missing and np.isnan(row["probe_f1"]):
                 warn(f"{path.name}: the probe's fitting half holds a single group; its F1 is NaN (use more examples)")
             protector = o.protector or PretrainedTerms.of(run.cfg.method).protect_with
