@@ -1,6 +1,6 @@
 """The terms of ``AdversaryTerms`` on f's last hidden layer h_L: an adversary, a small head that predicts the
 protected attribute from h_L, trained against f through gradient reversal (Ganin & Lempitsky 2015); and the gap
-between the protected groups' means of h_L within each task class (``mean_gap``).
+between the protected groups' means of h_L within each task class (``MeanGap``).
 
 The head minimises its cross-entropy CE_adv on the protected groups. Between h_L and the head sits a gradient
 reversal (identity forward, -weight times the gradient backward), so the one loss term CE_adv trains the head to
@@ -130,29 +130,20 @@ def standardised(features: torch.Tensor) -> torch.Tensor:
     return features.float() / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
 
 
-def class_keys(y: torch.Tensor) -> list:
-    """A hashable class per example: the label ((B,)), or the label vector for multi-label targets ((B, K))."""
-    return [tuple(row) for row in y.tolist()] if y.dim() > 1 else y.tolist()
+def class_masks(y: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
+    """(class, mask (B,)) for each task class in a batch: a label ((B,)), or a label vector for multi-label targets
+    ((B, K)); the class is hashable, so running means keep it across batches."""
+    if y.dim() == 1:
+        return [(int(c), y == c) for c in torch.unique(y)]
+    return [(tuple(row.tolist()), (y == row).all(dim=1)) for row in torch.unique(y, dim=0)]
 
 
 def exact_mean_gap(features: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> float:
-    """The statistic ``MeanGap`` trains on, from a whole split at once (exact means, no running averages): per
-    class, each group's squared distance to the mean of the other groups of the class, standardised units averaged,
-    averaged over the groups and weighted by the classes' shares. NaN where no class holds two groups."""
-    standard = standardised(features)
-    keys = class_keys(y)
-    total, counted = 0.0, False
-    for key in dict.fromkeys(keys):
-        in_class = torch.tensor([k == key for k in keys])
-        present = torch.unique(groups[in_class]).tolist()
-        if len(present) < 2:
-            continue
-        counted = True
-        means = {g: standard[in_class & (groups == g)].mean(dim=0) for g in present}
-        for g in present:
-            others = torch.stack([means[o] for o in present if o != g]).mean(dim=0)
-            total += float(in_class.float().mean()) / len(present) * float((means[g] - others).pow(2).mean())
-    return total if counted else float("nan")
+    """The statistic ``MeanGap`` trains on, from a whole split at once (one batch: its means are exact, no running
+    averages). NaN where no class holds two groups."""
+    term = MeanGap(1.0)
+    value = float(term([features], y, groups)["mean_gap"])
+    return value if term.compared else float("nan")
 
 
 class MeanGap:
@@ -173,6 +164,7 @@ class MeanGap:
         self.weight = weight
         self.momentum = momentum
         self.means: dict[tuple, torch.Tensor] = {}
+        self.compared = False  # whether any class has held two groups yet
 
     def _running(self, key: tuple, batch_mean: torch.Tensor) -> torch.Tensor:
         previous = self.means.get(key)
@@ -184,11 +176,9 @@ class MeanGap:
         self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
     ) -> dict[str, torch.Tensor]:
         features = standardised(last_features(hidden))
-        keys = class_keys(y)
         surrogate = features.new_zeros(())
         value = features.new_zeros(())
-        for key in dict.fromkeys(keys):
-            in_class = torch.tensor([k == key for k in keys], device=features.device)
+        for key, in_class in class_masks(y):
             share = in_class.float().mean()
             batch = {int(g): features[in_class & (groups == g)].mean(dim=0) for g in torch.unique(groups[in_class])}
             for g, mean in batch.items():
@@ -196,6 +186,7 @@ class MeanGap:
             known = self.groups_seen(member, key)
             if len(known) < 2:
                 continue
+            self.compared = True
             for g in batch:
                 others = [o for o in known if o != g]
                 gap = self.means[(member, key, g)] - torch.stack([self.means[(member, key, o)] for o in others]).mean(0)

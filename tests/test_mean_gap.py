@@ -132,11 +132,15 @@ def test_the_gap_keys_folders_only_once_it_is_on_and_trains_on_coloured_digits(t
     assert metrics["adversary_group_weights"] is None  # no adversary head: nothing of it is trained or saved
 
 
-def test_the_exact_gap_of_a_split_matches_the_running_one_on_a_single_batch_and_needs_two_groups_in_a_class():
+def test_the_exact_gap_of_a_split_is_the_share_weighted_squared_gap_and_needs_two_groups_in_a_class():
     torch.manual_seed(0)
     y, groups = torch.arange(40) % 2, (torch.arange(40) // 2) % 2
     features = torch.randn(40, 6) + 0.7 * groups.unsqueeze(1)
-    running = MeanGap(1.0)([features], y, groups)["mean_gap"]  # one batch: its means are the running ones
-    assert exact_mean_gap(features, y, groups) == pytest.approx(float(running), rel=1e-5)
+    scaled = standardised(features)
+    by_hand = sum(
+        0.5 * (scaled[(y == c) & (groups == 0)].mean(0) - scaled[(y == c) & (groups == 1)].mean(0)).pow(2).mean()
+        for c in (0, 1)
+    )
+    assert exact_mean_gap(features, y, groups) == pytest.approx(float(by_hand), rel=1e-5)
     assert exact_mean_gap(features, y, groups) > exact_mean_gap(torch.randn(40, 6), y, groups)
     assert math.isnan(exact_mean_gap(features, y, y))  # each class holds one group: nothing to compare
