@@ -147,30 +147,33 @@ def exact_mean_gap(features: torch.Tensor, y: torch.Tensor, groups: torch.Tensor
 
 
 class MeanGap:
-    """The gap between the protected groups' means of h_L within each task class, kept as running means.
+    """The gap between the protected groups' means of h_L within each task class, averaged over batches.
 
-    A rare group has few examples in a batch (5% of a class of coloured MNIST: about 3 of 128), so its batch mean
-    is mostly noise: the square of a batch's gap is biased up by that noise, and its gradient pulls every example
-    of a class together; a cross-fitted square is unbiased but so noisy that its gradient swamps the task's. Here
-    each (classifier, class, group) mean of the standardised h_L is an exponential moving average over batches
-    (``momentum`` 0.95: about the last 20 batches), and the term's gradient is that of the true squared gap
-    (mu_g - mu_rest)^2 with its slowly moving factor (mu_g - mu_rest) read from the running means and its other
-    factor from the batch's own means: low-noise and unbiased but for the averages' lag. Its value is the running
-    gap: per class, each group's squared distance to the mean of the other groups, averaged over units (so the
-    weight does not scale with the width) and over the groups, and weighted by the classes' shares of the batch.
+    A rare group has few examples in a batch (5% of a class of coloured MNIST: about 3 of 128), so one batch's gap
+    is mostly noise: its square is biased up by that noise, and its gradient pulls every example of a class
+    together; a cross-fitted square is unbiased but so noisy that its gradient swamps the task's. Here each
+    (classifier, class, group) keeps an exponential moving average of the batches' gaps (``momentum`` 0.95: about
+    the last 20 batches that held the group beside another), and the term's gradient is that of the true squared
+    gap with one factor read from that average and the other from the batch: low-noise and unbiased but for the
+    average's lag. Each gap is taken within one batch, between means standardised by that batch: averaging group
+    means taken from different batches instead mixes their offsets and scales, and an h_L whose units sit far
+    from zero relative to their spread (as at initialisation: mean / standard deviation ~ 200) then shows gaps of
+    hundreds that are not there. Its value is the running gap: per class, each group's squared distance to the
+    mean of the other groups, averaged over units (so the weight does not scale with the width) and over the
+    groups, and weighted by the classes' shares of the batch. A class whose batch holds one group adds nothing.
     """
 
     def __init__(self, weight: float, momentum: float = 0.95):
         self.weight = weight
         self.momentum = momentum
-        self.means: dict[tuple, torch.Tensor] = {}
+        self.gaps: dict[tuple, torch.Tensor] = {}
         self.compared = False  # whether any class has held two groups yet
 
-    def _running(self, key: tuple, batch_mean: torch.Tensor) -> torch.Tensor:
-        previous = self.means.get(key)
-        mean = batch_mean if previous is None else self.momentum * previous + (1 - self.momentum) * batch_mean
-        self.means[key] = mean
-        return mean
+    def _running(self, key: tuple, batch_gap: torch.Tensor) -> torch.Tensor:
+        previous = self.gaps.get(key)
+        gap = batch_gap if previous is None else self.momentum * previous + (1 - self.momentum) * batch_gap
+        self.gaps[key] = gap
+        return gap
 
     def __call__(
         self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
@@ -179,28 +182,20 @@ class MeanGap:
         surrogate = features.new_zeros(())
         value = features.new_zeros(())
         for key, in_class in class_masks(y):
-            share = in_class.float().mean()
-            batch = {int(g): features[in_class & (groups == g)].mean(dim=0) for g in torch.unique(groups[in_class])}
-            for g, mean in batch.items():
-                self._running((member, key, g), mean.detach())
-            known = self.groups_seen(member, key)
-            if len(known) < 2:
+            present = torch.unique(groups[in_class])
+            if len(present) < 2:
                 continue
             self.compared = True
-            for g in batch:
-                others = [o for o in known if o != g]
-                gap = self.means[(member, key, g)] - torch.stack([self.means[(member, key, o)] for o in others]).mean(0)
-                rest = [batch[o] for o in others if o in batch]
-                # Where the other groups are absent from the batch, only this group's mean moves.
-                batch_gap = batch[g] - (torch.stack(rest).mean(dim=0) if rest else batch[g].detach())
-                surrogate = surrogate + share / len(batch) * (gap * batch_gap).mean()
-                value = value + share / len(batch) * gap.pow(2).mean()
+            share = in_class.float().mean()
+            means = torch.stack([features[in_class & (groups == g)].mean(dim=0) for g in present])  # (G, width)
+            for index, g in enumerate(present.tolist()):
+                others = torch.cat([means[:index], means[index + 1 :]])
+                batch_gap = means[index] - others.mean(dim=0)
+                gap = self._running((member, key, g), batch_gap.detach())
+                surrogate = surrogate + share / len(present) * (gap * batch_gap).mean()
+                value = value + share / len(present) * gap.pow(2).mean()
         term = self.weight * (surrogate + (value - surrogate).detach())  # the value of the gap, its gradient
         return {"mean_gap": term}
-
-    def groups_seen(self, member: int, key) -> list[int]:
-        """The groups of a classifier's class that running means exist for."""
-        return [g for (m, k, g) in self.means if m == member and k == key]
 
 
 def attach_mean_match(ctx: LossContext, weight: float) -> MeanGap:

@@ -45,6 +45,26 @@ def test_the_running_gap_is_near_zero_for_shared_means_grows_with_the_shift_and_
     assert _running_gap(1.0, scale=10.0) == pytest.approx(small, rel=1e-4)
 
 
+def test_units_far_from_zero_whose_scale_drifts_between_batches_show_no_gap_that_is_not_there():
+    # As at initialisation: every unit sits ~200 standard deviations from zero, and each batch's spread differs a
+    # little. Group means averaged across batches would mix those batches' scales (a gap of tens); gaps taken
+    # within each batch do not.
+    torch.manual_seed(0)
+    term, y = MeanGap(1.0), torch.arange(32) % 2
+    for _ in range(60):
+        groups = (torch.rand(32) < 0.2).long()
+        features = 1.0 + (0.005 * (1 + 0.2 * torch.rand(())) * torch.randn(32, 8))
+        value = float(term([features], y, groups)["mean_gap"])
+    assert value < 0.03  # across-batch means: 0.15
+    shifted = MeanGap(1.0)
+    for _ in range(60):
+        groups = (torch.rand(32) < 0.2).long()
+        features = 1.0 + (0.005 * (1 + 0.2 * torch.rand(())) * torch.randn(32, 8))
+        features[:, 0] += 0.01 * groups  # two standard deviations on one unit of eight
+        moved = float(shifted([features], y, groups)["mean_gap"])
+    assert moved > 2 * value
+
+
 def test_the_gap_is_measured_within_classes_so_a_label_correlated_attribute_costs_nothing_beyond_it():
     # Colour agrees with the class in every example: each class holds one group, there is nothing to match.
     y = torch.tensor([0, 0, 1, 1])
