@@ -144,10 +144,10 @@ class AdversaryTerms(MethodSettings):
         ge=0.0,
         description="Weight of a penalty on how far apart the protected groups' means of h_L lie within each task "
         "class (each unit's gap divided by its standard deviation in the batch, squared and averaged over units; "
-        "each batch's gap averaged over about 20 batches; 0: off). Where the group means of a representation are equal, no linear "
-        "reader of it does better than a constant one (linear guardedness: Ravfogel et al. 2022; Belrose et al. "
-        "2023), so this asks directly for what Table 8's linear probe measures, with no adversary to train. Usable "
-        "alone or with the adversary.",
+        "each batch's gap averaged over about 20 batches; 0: off). Where the group means of a representation are "
+        "equal, no linear reader of it does better than a constant one (linear guardedness: Ravfogel et al. 2022; "
+        "Belrose et al. 2023), so this asks directly for what Table 8's linear probe measures, with no adversary to "
+        "train. Usable alone or with the adversary.",
     )
     protect_adversary_objective: Literal["reverse", "confusion"] = Field(
         "reverse",
