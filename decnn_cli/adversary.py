@@ -132,7 +132,7 @@ def standardised(features: torch.Tensor) -> torch.Tensor:
 
 def class_masks(y: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
     """(class, mask (B,)) for each task class in a batch: a label ((B,)), or a label vector for multi-label targets
-    ((B, K)); the class is hashable, so running means keep it across batches."""
+    ((B, K)); the class is hashable, so running gaps keep it across batches."""
     if y.dim() == 1:
         return [(int(c), y == c) for c in torch.unique(y)]
     return [(tuple(row.tolist()), (y == row).all(dim=1)) for row in torch.unique(y, dim=0)]
@@ -157,8 +157,8 @@ class MeanGap:
     gap with one factor read from that average and the other from the batch: low-noise and unbiased but for the
     average's lag. Each gap is taken within one batch, between means standardised by that batch: averaging group
     means taken from different batches instead mixes their offsets and scales, and an h_L whose units sit far
-    from zero relative to their spread (as at initialisation: mean / standard deviation ~ 200) then shows gaps of
-    hundreds that are not there. Its value is the running gap: per class, each group's squared distance to the
+    from zero relative to their spread (as at initialisation: up to ~250 standard deviations) then shows gaps of
+    tens to hundreds that are not there. Its value is the running gap: per class, each group's squared distance to the
     mean of the other groups, averaged over units (so the weight does not scale with the width) and over the
     groups, and weighted by the classes' shares of the batch. A class whose batch holds one group adds nothing.
     """
