@@ -177,6 +177,24 @@ def test_bayesnn_kl_is_weighted_one_over_n_train_per_example():
     assert_close(parts[250, 12], parts[250, 6]), "per example: the KL share does not grow with the batch"
 
 
+@pytest.mark.parametrize("progress", [0.0, 0.2, 0.5, 0.8])
+def test_bayesnn_kl_warms_up_linearly_then_leaves_the_elbo(progress):
+    warmup = 0.4
+    cfg, model = _network("bayesnn", [f"method.kl_warmup={warmup}"])
+    x, y = _batch()
+
+    def loss(at: float):
+        torch.manual_seed(3)  # the same weight draw at every progress
+        return bayesnn_loss(model, x, y, LossContext(_settings(cfg), TaskHead("multiclass"), 250, progress=at))
+
+    full, warming = loss(1.0), loss(progress)
+    assert_close(warming.parts["ce"], full.parts["ce"])
+    assert_close(warming.parts["kl"], min(1.0, progress / warmup) * full.parts["kl"])
+    assert_close(warming.total - warming.parts["ce"], min(1.0, progress / warmup) * (full.total - full.parts["ce"]))
+    if progress >= warmup:
+        assert_close(warming.total, full.total)  # the ELBO, as without a warm-up
+
+
 def test_eq7_agreement_term_is_kl_m_to_f_with_gradient_softmax_f_minus_softmax_m():
     generator = torch.Generator().manual_seed(2)
     f_logits = torch.randn(5, 4, generator=generator, requires_grad=True)

@@ -74,6 +74,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "prior_sigma2"): 0.01,
     ("method", "prior_pi"): 0.3,
     ("method", "posterior_rho_init"): -4.0,
+    ("method", "kl_warmup"): 0.2,
     ("method", "compose_with"): "/pretrained/m/model.pt",
     ("method", "compose_target"): "direct",
     ("method", "compose_weight"): 2.0,

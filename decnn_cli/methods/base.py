@@ -290,6 +290,12 @@ class MethodSpec:
         return key
 
 
+def warmup_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up of a loss term: 0 at the first step, 1 once ``warmup`` (a share, 0-1) of the training steps are
+    taken, and 1 throughout when ``warmup`` is 0. ``progress`` is ``LossContext.progress``."""
+    return 1.0 if warmup == 0 else min(1.0, progress / warmup)
+
+
 def add_terms(
     total: torch.Tensor, parts: dict[str, torch.Tensor], terms: dict[str, torch.Tensor], weight: float
 ) -> torch.Tensor:

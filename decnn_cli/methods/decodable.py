@@ -14,6 +14,7 @@ from decnn_cli.methods.base import (
     MethodSpec,
     add_hidden_terms,
     add_terms,
+    warmup_factor,
     weights_held,
 )
 from decnn_cli.methods.standard import point, sample_point
@@ -73,7 +74,7 @@ class ReDecNNSettings(DecNNSettings):
 
     def ramp(self, progress: float) -> float:
         """The warm-up factor of the recursive terms after ``progress`` (0-1) of the training steps."""
-        return 1.0 if self.warmup == 0 else min(1.0, progress / self.warmup)
+        return warmup_factor(progress, self.warmup)
 
 
 def build(model_cfg: ModelConfig, settings: DecNNSettings, spec: DataSpec) -> Network:
