@@ -158,9 +158,10 @@ class MeanGap:
     average's lag. Each gap is taken within one batch, between means standardised by that batch: averaging group
     means taken from different batches instead mixes their offsets and scales, and an h_L whose units sit far
     from zero relative to their spread (as at initialisation: up to ~250 standard deviations) then shows gaps of
-    tens to hundreds that are not there. Its value is the running gap: per class, each group's squared distance to the
-    mean of the other groups, averaged over units (so the weight does not scale with the width) and over the
-    groups, and weighted by the classes' shares of the batch. A class whose batch holds one group adds nothing.
+    15-54 per batch where the exact gap is below 0.5. Its value is the running gap: per class, each group's squared
+    distance to the mean of the other groups, averaged over units (so the weight does not scale with the width) and
+    over the groups, and weighted by the classes' shares of the batch. A class whose batch holds one group adds
+    nothing.
     """
 
     def __init__(self, weight: float, momentum: float = 0.95):

@@ -64,7 +64,8 @@ def build(model_cfg: ModelConfig, settings: BayesNNSettings, spec: DataSpec) -> 
 
 def loss(model: Network, x: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> LossTerms:
     """Minibatch ELBO per example: NLL(y | f_w(x)) + r KL(q(w) || p(w)) / N_train, w ~ q drawn once; r is the KL
-    warm-up factor (``BayesNNSettings.kl_warmup``; 1 once warmed up, and always outside training)."""
+    warm-up factor (``BayesNNSettings.kl_warmup``; 1 once warmed up, and always outside training); ``parts["kl"]``
+    is the term as added, warm-up included."""
     from decnn_cli.models.bayesian import total_kl
 
     logits, hidden = model(x)
