@@ -213,8 +213,10 @@ def _reference(text: str, runs: list[PlannedRun], dataset: str) -> PlannedRun | 
 
 
 def runs_for(evaluation: Evaluation, runs: list[PlannedRun]) -> list[PlannedRun]:
-    """The runs an evaluation sees: its stages (default: every stage in the table), only its methods if named."""
+    """The runs an evaluation sees: its stages (default: every stage in the table), only its methods and datasets
+    if named."""
     chosen = [r for r in runs if (r.stage in evaluation.stages if evaluation.stages else r.in_table)]
+    chosen = [r for r in chosen if evaluation.datasets is None or r.dataset in evaluation.datasets]
     return [r for r in chosen if evaluation.methods is None or r.method in evaluation.methods]
 
 
