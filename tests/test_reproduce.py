@@ -13,6 +13,7 @@ from PIL import Image
 from decnn_cli.cli import app
 from decnn_cli.errors import ConfigError
 from decnn_cli.experiments.reproduce import compare_with_paper, load_recipe, plan, reproduce, staging_name
+from decnn_cli.experiments.reproduce.planning import runs_for
 from decnn_cli.paper import PAPER
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -484,3 +485,14 @@ def test_an_evaluation_sees_only_its_datasets_and_keeps_a_chosen_precisions_rows
     in_bf16 = pd.read_csv(results / "evaluations" / "ood_bf16.csv")
     assert sorted(in_bf16["method"]) == ["redecnn", "standard"] and set(in_bf16["precision"]) == {"bf16"}
     assert list(pd.read_csv(results / "evaluations" / "ood.csv")["precision"]) == ["fp32"]  # untouched
+
+
+def test_an_ood_evaluation_sees_only_the_runs_it_names_outlier_sets_for(tmp_path: Path):
+    recipe = tmp_path / "faces-only.toml"
+    recipe.write_text(
+        BY_PRECISION.replace('datasets = ["mnist"]\n', "").replace('"*" = ["patches"]', 'celeba = ["mnist"]')
+    )
+    loaded = load_recipe(recipe)
+    runs = plan(loaded)
+    digits_only, faces_only = (runs_for(evaluation, runs) for evaluation in loaded.evaluations)
+    assert [r.method for r in digits_only] == ["redecnn"] and faces_only == []

@@ -209,12 +209,15 @@ def _units(evaluation: Evaluation, runs: list[PlannedRun]) -> list[tuple[list[st
     kind = EVALUATIONS[evaluation.kind]
     units = []
     for run in runs:
-        outliers = next(
-            (evaluation.outliers[k] for k in (run.variant, run.dataset, "*") if k in evaluation.outliers), []
-        )
+        outliers = outlier_sets(evaluation, run)
         if not kind.per_outlier_set or outliers:
             units.append((outliers, run.folder))
     return units
+
+
+def outlier_sets(evaluation: Evaluation, run: PlannedRun) -> list[str]:
+    """The outlier sets the recipe names for ``run`` (by variant label, inlier dataset or '*'; else none)."""
+    return next((evaluation.outliers[k] for k in (run.variant, run.dataset, "*") if k in evaluation.outliers), [])
 
 
 def _staged(csv_path: Path) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from decnn_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from decnn_cli.data import DatasetEntry, get_dataset
 from decnn_cli.errors import ConfigError
+from decnn_cli.experiments.reproduce.evaluations import EVALUATIONS, outlier_sets
 from decnn_cli.experiments.reproduce.recipe import Evaluation, Recipe
 from decnn_cli.methods import get_method
 from decnn_cli.resolve import ONLY_SOME_DATASETS, build_config
@@ -214,10 +215,13 @@ def _reference(text: str, runs: list[PlannedRun], dataset: str) -> PlannedRun | 
 
 def runs_for(evaluation: Evaluation, runs: list[PlannedRun]) -> list[PlannedRun]:
     """The runs an evaluation sees: its stages (default: every stage in the table), only its methods and datasets
-    if named."""
+    if named, and for an evaluation against outlier sets only the runs it names outlier sets for."""
     chosen = [r for r in runs if (r.stage in evaluation.stages if evaluation.stages else r.in_table)]
     chosen = [r for r in chosen if evaluation.datasets is None or r.dataset in evaluation.datasets]
-    return [r for r in chosen if evaluation.methods is None or r.method in evaluation.methods]
+    chosen = [r for r in chosen if evaluation.methods is None or r.method in evaluation.methods]
+    if EVALUATIONS[evaluation.kind].per_outlier_set:
+        chosen = [r for r in chosen if outlier_sets(evaluation, r)]
+    return chosen
 
 
 def dry_run_lines(runs: list[PlannedRun]) -> list[str]:
