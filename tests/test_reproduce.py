@@ -452,47 +452,32 @@ def test_recipes_name_unknown_detectors_and_outlier_sets(tmp_path: Path):
         load_recipe(bad)
 
 
-BY_PRECISION = MINI.replace(
+SEEING = MINI.replace(
     'kind = "calibration"',
     """kind = "ood"
-datasets = ["digits"]
 methods = ["redecnn"]
 outliers = { digits = ["patches"] }
 
 [[evaluations]]
 kind = "ood"
+outliers = { celeba = ["mnist"] }
+
+[[evaluations]]
+kind = "attack"
 datasets = ["mnist"]
-outliers = { "*" = ["patches"] }
-precision = "bf16\"""",
-).replace('methods = ["standard", "redecnn"]\nseeds = [0, 1]', 'methods = ["standard", "redecnn"]\nseeds = [0]')
+
+[[evaluations]]
+kind = "attack"
+datasets = ["digits"]""",
+)
 
 
-def test_an_evaluation_sees_only_its_datasets_and_keeps_a_chosen_precisions_rows_apart(tmp_path: Path):
-    recipe = tmp_path / "by-precision.toml"
-    recipe.write_text(BY_PRECISION)
-    fp32, bf16 = load_recipe(recipe).evaluations
-    assert (staging_name(fp32), staging_name(bf16)) == ("ood", "ood_bf16")
-    results = tmp_path / "results"
-    reproduce(recipe, results, out_dir=tmp_path / "runs", show_progress=False)
-    staged = pd.read_csv(results / "evaluations" / "ood.csv")
-    assert list(staged["method"]) == ["redecnn"] and list(staged["precision"]) == ["fp32"]
-    # No run is on MNIST: the bf16 evaluation sees none, so it has no rows and no run is missing from the table.
-    assert not (results / "evaluations" / "ood_bf16.csv").exists()
-    assert "Partial table" not in (results / "mini.md").read_text()
-    bf16_too = tmp_path / "bf16-too.toml"
-    bf16_too.write_text(BY_PRECISION.replace('datasets = ["mnist"]', 'datasets = ["digits"]'))
-    reproduce(bf16_too, results, out_dir=tmp_path / "runs", show_progress=False)
-    in_bf16 = pd.read_csv(results / "evaluations" / "ood_bf16.csv")
-    assert sorted(in_bf16["method"]) == ["redecnn", "standard"] and set(in_bf16["precision"]) == {"bf16"}
-    assert list(pd.read_csv(results / "evaluations" / "ood.csv")["precision"]) == ["fp32"]  # untouched
-
-
-def test_an_ood_evaluation_sees_only_the_runs_it_names_outlier_sets_for(tmp_path: Path):
-    recipe = tmp_path / "faces-only.toml"
-    recipe.write_text(
-        BY_PRECISION.replace('datasets = ["mnist"]\n', "").replace('"*" = ["patches"]', 'celeba = ["mnist"]')
-    )
+def test_an_evaluation_sees_only_its_datasets_and_the_runs_it_names_outlier_sets_for(tmp_path: Path):
+    recipe = tmp_path / "seeing.toml"
+    recipe.write_text(SEEING)
     loaded = load_recipe(recipe)
     runs = plan(loaded)
-    digits_only, faces_only = (runs_for(evaluation, runs) for evaluation in loaded.evaluations)
-    assert [r.method for r in digits_only] == ["redecnn"] and faces_only == []
+    digits_ood, faces_ood, mnist_attack, digits_attack = (runs_for(ev, runs) for ev in loaded.evaluations)
+    assert {r.method for r in digits_ood} == {"redecnn"} and len(digits_ood) == 2  # seeds 0 and 1
+    assert faces_ood == [] and mnist_attack == []  # no outlier set named for digits; no run on MNIST
+    assert len(digits_attack) == len(runs) == 4

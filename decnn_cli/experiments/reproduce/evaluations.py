@@ -36,11 +36,6 @@ def _l(evaluation: Evaluation) -> str:
     return f"_l{evaluation.limit}" if evaluation.limit else ""
 
 
-def _p(evaluation: Evaluation) -> str:
-    """A chosen precision's part of the name: rows evaluated in bf16 are not those of the runs' own precision."""
-    return f"_{evaluation.precision}" if evaluation.precision else ""
-
-
 def _d(evaluation: Evaluation) -> str:
     """The detectors' part of a staging table's name: rows with detector columns are not those without."""
     from decnn_cli.detectors import DETECTORS
@@ -108,12 +103,10 @@ class EvaluationKind:
 # The staging table's name holds the evaluation's settings, so two recipes asking for the same evaluation of the
 # same run share the rows, and different settings never mix.
 EVALUATIONS: dict[str, EvaluationKind] = {
-    "calibration": EvaluationKind(_calibration, lambda ev: f"calibration{_n(ev)}{_p(ev)}"),
-    "ood": EvaluationKind(
-        _ood, lambda ev: f"ood{_l(ev)}{_n(ev) if ev.sampled else ''}{_d(ev)}{_p(ev)}", per_outlier_set=True
-    ),
+    "calibration": EvaluationKind(_calibration, lambda ev: f"calibration{_n(ev)}"),
+    "ood": EvaluationKind(_ood, lambda ev: f"ood{_l(ev)}{_n(ev) if ev.sampled else ''}{_d(ev)}", per_outlier_set=True),
     "attack": EvaluationKind(
-        _attack, lambda ev: f"attack_{ev.attack}_eps{ev.eps:g}{_l(ev)}{_n(ev)}{_p(ev)}", outlier=lambda ev: ev.attack
+        _attack, lambda ev: f"attack_{ev.attack}_eps{ev.eps:g}{_l(ev)}{_n(ev)}", outlier=lambda ev: ev.attack
     ),
     "fairness": EvaluationKind(
         _fairness, lambda ev: f"fairness_{ev.protected or 'color'}{'' if ev.split == 'test' else '_' + ev.split}"
@@ -255,7 +248,6 @@ def _evaluate_one(
             table=table,
             data_root=data_root,
             device=device,
-            precision=evaluation.precision,
             show_progress=progress is not None,
             progress=progress,
         )

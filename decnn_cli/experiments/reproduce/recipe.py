@@ -54,11 +54,6 @@ class Evaluation(_Strict):
     split: Literal["test", "val"] = Field("test", description="fairness: the split evaluated.")
     samples: int | None = Field(None, ge=1, description="N sampled predictions per input (default: the run's).")
     limit: int | None = Field(None, ge=1, description="The first examples of each set only.")
-    precision: Literal["fp32", "bf16"] | None = Field(
-        None,
-        description="Evaluate in this precision (default: each run's eval.precision, else its training's); the "
-        "rows go to a staging table of their own.",
-    )
     detectors: list[str] = Field(
         default_factory=list, description="ood: post-hoc detectors beside the sampled scores (decnn_cli.detectors)."
     )
