@@ -226,10 +226,11 @@ def attach_adversary(
     spec: DataSpec,
     train: Dataset,
     device: torch.device,
+    group_balanced: bool = False,
 ) -> GroupAdversary | None:
     """Add the terms on h_L that ``settings`` turns on to ``ctx``: the adversary (its term and its module), the
     mean gap; return the adversary, if any. ``train`` is the training split, whose groups weigh the adversary's
-    loss."""
+    loss, unless training draws the groups evenly already (``group_balanced``: equal weights)."""
     if not settings.active:
         return None
     train_groups = groups_of(train)
@@ -247,7 +248,10 @@ def attach_adversary(
         if not classifier.hidden_shapes:
             raise DecnnError("the adversary reads f's last hidden layer; this classifier has none (use mlp or cnn)")
         widths.append(classifier.hidden_shapes[-1][0])
-    adversary = GroupAdversary(widths, spec, settings, group_weights(train_groups, spec.group_names)).to(device)
+    weights = group_weights(train_groups, spec.group_names)
+    if group_balanced:
+        weights = torch.ones_like(weights)
+    adversary = GroupAdversary(widths, spec, settings, weights).to(device)
     ctx.hidden_terms.append(adversary.term)
     ctx.modules.append(adversary)
     return adversary

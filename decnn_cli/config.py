@@ -172,6 +172,16 @@ class TrainConfig(_Section):
         "counted on the training split, at most 100, and 1 for an attribute with a single value there. Without it "
         "a rare attribute (CelebA's Bald) is learned as 'never'. Evaluation metrics are never weighted.",
     )
+    group_balance: bool = Field(
+        False,
+        description="Draw training examples so that every (task class, protected group) cell is equally likely "
+        "(with replacement, as many draws an epoch as the split holds examples; a cell with no example is never "
+        "drawn): group-balanced sampling (Idrissi et al. 2022). Where the attribute is correlated with the label in "
+        "training (the coloured datasets' 0.95) it no longer predicts it, and a rare group fills a quarter of a "
+        "two-class batch instead of 2.5%, so the mean gap and the adversary see it in every batch. Needs the "
+        "protected attribute's labels (data.protected on CelebA; the coloured datasets carry their colour) and one "
+        "label per example; not with pos_weight = 'balanced', which would correct the classes twice.",
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     log_every: int = Field(25, ge=1, description="Steps between progress-bar refreshes (each one syncs).")

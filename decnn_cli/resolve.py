@@ -68,6 +68,11 @@ def build_config(
             f"invalid configuration at method.protect_adversary_weight: arch {cfg.model.arch!r} has no hidden layer "
             "for the adversary or the mean gap to act on; use model.arch mlp or cnn"
         )
+    if cfg.train.group_balance and cfg.train.pos_weight == "balanced":
+        raise ConfigError(
+            "invalid configuration at train.group_balance: it already draws every class evenly, so "
+            "train.pos_weight = 'balanced' would weight the rare class twice; set one of them"
+        )
     return cfg
 
 

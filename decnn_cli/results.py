@@ -134,8 +134,8 @@ def run_label(cfg: RunConfig) -> str:
 def run_tags(cfg: RunConfig) -> list[str]:
     """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
     attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
-    by (the name of their run folder, without the dataset), a decoder given the protected attribute, the
-    adversary's weight and the mean gap's. Empty for a run that sets none of these."""
+    by (the name of their run folder, without the dataset), group-balanced sampling, a decoder given the
+    protected attribute, the adversary's weight and the mean gap's. Empty for a run that sets none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
     data = cfg.data
@@ -147,6 +147,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
         tags.append(f"holdout-{data.holdout_attr}")
     if "split" in reads and data.split != "official":
         tags.append(f"split-{data.split}" + (f"-{data.stratified_on}" if data.stratified_on else ""))
+    if cfg.train.group_balance:
+        tags.append("group-balanced")
     spec = METHODS.get(str(cfg.method.name))
     if spec is not None and spec.accepts_pretrained_terms:
         terms = PretrainedTerms.of(cfg.method)

@@ -52,6 +52,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("train", "weight_decay"): 0.1,
     ("train", "schedule"): "constant",
     ("train", "pos_weight"): "balanced",
+    ("train", "group_balance"): True,
     ("train", "seed"): 5,
     ("train", "device"): "cpu",
     ("train", "log_every"): 3,
@@ -123,6 +124,7 @@ CHANGES_RESULT = {
     ("train", "weight_decay"): True,
     ("train", "schedule"): True,
     ("train", "pos_weight"): True,  # keyed when set; a run of more than two classes refuses it
+    ("train", "group_balance"): True,  # keyed when set
     ("train", "seed"): True,
     ("train", "device"): False,
     ("train", "log_every"): False,

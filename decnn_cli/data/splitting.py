@@ -11,10 +11,12 @@ from torch.utils.data import (
     SequentialSampler,
     Subset,
     TensorDataset,
+    WeightedRandomSampler,
 )
 
 from decnn_cli.config import DataConfig
 from decnn_cli.data.spec import DataSpec, Splits
+from decnn_cli.errors import DecnnError
 
 
 def _permutation(n: int, seed: int) -> torch.Tensor:
@@ -60,6 +62,26 @@ def groups_of(dataset: Dataset) -> torch.Tensor | None:
     if len(dataset) == 0 or len(dataset[0]) < 3:
         return None
     return torch.stack([torch.as_tensor(dataset[i][2]) for i in range(len(dataset))])
+
+
+def group_balanced_sampler(dataset: Dataset, seed: int) -> WeightedRandomSampler:
+    """A sampler that draws every (label, protected group) cell of ``dataset`` equally often in expectation (each
+    example weighted by 1 / its cell's size), with replacement, ``len(dataset)`` draws a pass; one clear error where
+    the split has no groups or more than one label per example."""
+    labels, groups = labels_of(dataset), groups_of(dataset)
+    if groups is None:
+        raise DecnnError(
+            "train.group_balance draws the protected groups evenly and needs their labels in training: set "
+            "data.protected (CelebA), or use a coloured dataset"
+        )
+    if labels.dim() != 1:
+        raise DecnnError(
+            "train.group_balance needs one label per example; this split is multi-label: name one attribute with "
+            "data.target"
+        )
+    cells = labels.long() * (int(groups.max()) + 1) + groups.long()
+    weights = 1.0 / torch.bincount(cells)[cells].double()
+    return WeightedRandomSampler(weights, len(dataset), replacement=True, generator=torch.Generator().manual_seed(seed))
 
 
 def split_off_val(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -100,6 +100,8 @@ def run_variant(cfg: RunConfig) -> str:
     the protected attribute."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
+    if cfg.train.group_balance:
+        parts.append("group-balanced")
     if decodes_given_protected(cfg.method):
         parts.append("g(h, a)")
     if terms.compose_with is not None:

@@ -18,7 +18,7 @@ from decnn_cli.adversary import GroupAdversary, attach_adversary
 from decnn_cli.config import RunConfig, TrainConfig, dump_toml
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
-from decnn_cli.data.splitting import labels_of, make_loader
+from decnn_cli.data.splitting import group_balanced_sampler, labels_of, make_loader
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import constant_output_warning
 from decnn_cli.methods import LossContext, get_method
@@ -123,8 +123,14 @@ def _train(
     from decnn_cli.composition import attach_pretrained_terms
 
     attach_pretrained_terms(ctx, method.terms_of(cfg), splits.spec, device)
-    adversary = attach_adversary(ctx, method.adversary_of(cfg), model, splits.spec, splits.train, device)
+    adversary = attach_adversary(
+        ctx, method.adversary_of(cfg), model, splits.spec, splits.train, device, cfg.train.group_balance
+    )
     sampler = None
+    if cfg.train.group_balance:
+        if dctx.enabled:
+            raise DecnnError("train.group_balance draws from one process; drop it or start decnn without torchrun")
+        sampler = group_balanced_sampler(splits.train, cfg.train.seed)
     if dctx.enabled:
         sampler = DistributedSampler(splits.train, dctx.world_size, dctx.rank, shuffle=True, seed=cfg.train.seed)
         torch.manual_seed(cfg.train.seed + dctx.rank)  # same initial weights (DDP broadcasts rank 0's), own paths
@@ -136,7 +142,7 @@ def _train(
         num_workers=cfg.data.num_workers,
         sampler=sampler,
     )
-    on_epoch_start = sampler.set_epoch if sampler is not None else None
+    on_epoch_start = sampler.set_epoch if isinstance(sampler, DistributedSampler) else None
     train_cfg = cfg.train.model_copy(update={"epochs": epochs_for(cfg.train, len(train_loader))})
     val_loader = make_loader(splits.val, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)

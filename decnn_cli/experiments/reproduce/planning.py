@@ -64,7 +64,13 @@ UNKEYED = {
 }
 # Keys added after runs were published: keyed only when set away from their default, so earlier folders keep their
 # names (train.pos_weight = "none" is the loss those runs were trained with).
-KEYED_WHEN_SET = {("train", "pos_weight"), ("train", "min_steps"), ("data", "split"), ("data", "test_fraction")}
+KEYED_WHEN_SET = {
+    ("train", "pos_weight"),
+    ("train", "min_steps"),
+    ("train", "group_balance"),
+    ("data", "split"),
+    ("data", "test_fraction"),
+}
 # [data] keys that only some datasets read (``DatasetEntry.reads``), and [model] keys that only some classifiers
 # or decoders read (key -> the key that chooses, and the choices that read it). A run that does not read one is
 # keyed at its default: earlier folders were keyed on every key, and keep their names this way.
