@@ -177,8 +177,9 @@ class TrainConfig(_Section):
         description="Draw training examples so that every (task class, protected group) cell is equally likely "
         "(with replacement, as many draws an epoch as the split holds examples; a cell with no example is never "
         "drawn): group-balanced sampling (Idrissi et al. 2022). Where the attribute is correlated with the label in "
-        "training (the coloured datasets' 0.95) it no longer predicts it, and a rare group fills a quarter of a "
-        "two-class batch instead of 2.5%, so the mean gap and the adversary see it in every batch. Needs the "
+        "training (the coloured datasets' 0.95) it no longer predicts it, and each cell fills a quarter of a "
+        "two-class batch (coloured MNIST's rare ones 2.5% without it), so the mean gap and the adversary see the "
+        "rare group in every batch. Needs the "
         "protected attribute's labels (data.protected on CelebA; the coloured datasets carry their colour) and one "
         "label per example; not with pos_weight = 'balanced', which would correct the classes twice.",
     )

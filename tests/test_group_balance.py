@@ -31,12 +31,18 @@ def _correlated(n: int = 2000) -> TensorDataset:
 def test_every_label_and_group_cell_is_drawn_about_equally_often():
     data = _correlated()
     y, groups = data.tensors[1], data.tensors[2]
-    drawn = torch.tensor(list(group_balanced_sampler(data, seed=0)))
+    sampler, note = group_balanced_sampler(data, seed=0, label_names=("0-4", "5-9"), group_names=("red", "green"))
+    drawn = torch.tensor(list(sampler))
     assert len(drawn) == len(data)
     cells = torch.bincount(2 * y[drawn] + groups[drawn], minlength=4).float() / len(drawn)
     assert torch.allclose(cells, torch.full((4,), 0.25), atol=0.04)  # the split itself: 0.475 / 0.025 / 0.025 / 0.475
-    assert torch.equal(drawn, torch.tensor(list(group_balanced_sampler(data, seed=0))))  # seeded
-    assert not torch.equal(drawn, torch.tensor(list(group_balanced_sampler(data, seed=1))))
+    assert torch.equal(drawn, torch.tensor(list(group_balanced_sampler(data, seed=0)[0])))  # seeded
+    assert not torch.equal(drawn, torch.tensor(list(group_balanced_sampler(data, seed=1)[0])))
+    sizes = torch.bincount(2 * y + groups, minlength=4)
+    smallest = int(sizes.argmin())
+    cell = f"{('0-4', '5-9')[smallest // 2]}, {('red', 'green')[smallest % 2]}"
+    assert f"4 (label, group) cells of 2,000 training examples, from {int(sizes.min())} ({cell})" in note
+    assert f"drawn about {2000 / (4 * int(sizes.min())):.1f} times a pass" in note
 
 
 def test_a_split_without_groups_or_with_many_labels_per_example_is_one_clear_error():
@@ -60,7 +66,16 @@ def test_it_keys_folders_only_once_on_and_refuses_a_second_class_weighting(runne
     assert "train.group_balance" in result.output and "pos_weight" in result.output
 
 
-def test_a_group_balanced_run_trains_with_even_adversary_weights(tmp_path: Path, runner):
+def test_a_group_balanced_run_trains_from_the_sampler_with_even_adversary_weights(tmp_path: Path, runner, monkeypatch):
+    import decnn_cli.experiments.train as training
+
+    made = []
+
+    def recording(*args, **kwargs):
+        made.append(group_balanced_sampler(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(training, "group_balanced_sampler", recording)
     args = [
         "train", "-q", "--method", "standard", "--dataset", "colored-digits", "--subset", "200", "--epochs", "1",
         "--out", str(tmp_path),
@@ -72,23 +87,16 @@ def test_a_group_balanced_run_trains_with_even_adversary_weights(tmp_path: Path,
     assert "__group-balanced__" in run.name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["adversary_group_weights"] == {"red": 1.0, "green": 1.0}
+    ((sampler, note),) = made
+    assert note in metrics["data_notes"]
+    assert sampler.generator.initial_seed() == 0  # the run's seed
+    # Training drew from it: its generator has moved on from the seed.
+    assert not torch.equal(sampler.generator.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
 def test_a_dataset_without_groups_refuses_it(tmp_path: Path, runner):
-    args = [
-        "train",
-        "-q",
-        "--dataset",
-        "digits",
-        "--subset",
-        "100",
-        "--epochs",
-        "1",
-        "--out",
-        str(tmp_path),
-        "--set",
-        ON,
-    ]
+    args = ["train", "-q", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--out", str(tmp_path)]
+    args += ["--set", ON]
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert "data.protected" in result.output

@@ -64,10 +64,13 @@ def groups_of(dataset: Dataset) -> torch.Tensor | None:
     return torch.stack([torch.as_tensor(dataset[i][2]) for i in range(len(dataset))])
 
 
-def group_balanced_sampler(dataset: Dataset, seed: int) -> WeightedRandomSampler:
+def group_balanced_sampler(
+    dataset: Dataset, seed: int, label_names: tuple[str, ...] = (), group_names: tuple[str, ...] = ()
+) -> tuple[WeightedRandomSampler, str]:
     """A sampler that draws every (label, protected group) cell of ``dataset`` equally often in expectation (each
-    example weighted by 1 / its cell's size), with replacement, ``len(dataset)`` draws a pass; one clear error where
-    the split has no groups or more than one label per example."""
+    example weighted by 1 / its cell's size), with replacement, ``len(dataset)`` draws a pass, and a note of the
+    cells it balances (how often the smallest one's examples are drawn); one clear error where the split has no
+    groups or more than one label per example."""
     labels, groups = labels_of(dataset), groups_of(dataset)
     if groups is None:
         raise DecnnError(
@@ -79,9 +82,28 @@ def group_balanced_sampler(dataset: Dataset, seed: int) -> WeightedRandomSampler
             "train.group_balance needs one label per example; this split is multi-label: name one attribute with "
             "data.target"
         )
-    cells = labels.long() * (int(groups.max()) + 1) + groups.long()
-    weights = 1.0 / torch.bincount(cells)[cells].double()
-    return WeightedRandomSampler(weights, len(dataset), replacement=True, generator=torch.Generator().manual_seed(seed))
+    width = int(groups.max()) + 1
+    cells = labels.long() * width + groups.long()
+    sizes = torch.bincount(cells)
+    weights = 1.0 / sizes[cells].double()
+    sampler = WeightedRandomSampler(weights, len(dataset), True, generator=torch.Generator().manual_seed(seed))
+
+    def name(cell: int) -> str:
+        label, group = divmod(cell, width)
+        return (
+            f"{label_names[label] if label < len(label_names) else label}, "
+            f"{group_names[group] if group < len(group_names) else group}"
+        )
+
+    present = sizes.nonzero().flatten()
+    smallest = int(present[sizes[present].argmin()])
+    largest = int(present[sizes[present].argmax()])
+    note = (
+        f"group-balanced sampling: {len(present)} (label, group) cells of {len(dataset):,} training examples, from "
+        f"{int(sizes[smallest]):,} ({name(smallest)}) to {int(sizes[largest]):,} ({name(largest)}); each example of "
+        f"the smallest is drawn about {len(dataset) / (len(present) * int(sizes[smallest])):.1f} times a pass"
+    )
+    return sampler, note
 
 
 def split_off_val(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -130,7 +130,10 @@ def _train(
     if cfg.train.group_balance:
         if dctx.enabled:
             raise DecnnError("train.group_balance draws from one process; drop it or start decnn without torchrun")
-        sampler = group_balanced_sampler(splits.train, cfg.train.seed)
+        sampler, note = group_balanced_sampler(
+            splits.train, cfg.train.seed, splits.spec.output_names, splits.spec.group_names
+        )
+        splits.notes.append(note)  # printed with the split's notes, and kept in metrics.json
     if dctx.enabled:
         sampler = DistributedSampler(splits.train, dctx.world_size, dctx.rank, shuffle=True, seed=cfg.train.seed)
         torch.manual_seed(cfg.train.seed + dctx.rank)  # same initial weights (DDP broadcasts rank 0's), own paths
