@@ -179,8 +179,9 @@ class TrainConfig(_Section):
         "drawn): group-balanced sampling (Idrissi et al. 2022). Where the attribute is correlated with the label in "
         "training (the coloured datasets' 0.95) it no longer predicts it, and each cell fills a quarter of a "
         "two-class batch (coloured MNIST's rare ones 2.5% without it), so the mean gap and the adversary see the "
-        "rare group in every batch. Needs the "
-        "protected attribute's labels (data.protected on CelebA; the coloured datasets carry their colour) and one "
+        "rare group in every batch. The groups are the protected attribute's (data.protected on CelebA; the "
+        "coloured datasets carry their colour); without one the cells are the classes alone (class-balanced "
+        "drawing, steadier than pos_weight where the rare class averages under one example a batch). Needs one "
         "label per example; not with pos_weight = 'balanced', which would correct the classes twice.",
     )
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")

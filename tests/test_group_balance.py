@@ -1,5 +1,6 @@
-"""Group-balanced sampling (train.group_balance): every (label, protected group) cell drawn equally often, the
-adversary's group weights left even, folders keyed only when it is on, and one clear error where it cannot work."""
+"""Group-balanced sampling (train.group_balance): every (label, protected group) cell drawn equally often (the
+classes alone without groups), the adversary's group weights left even, folders keyed only when it is on, and one
+clear error where it cannot work."""
 
 from __future__ import annotations
 
@@ -45,9 +46,20 @@ def test_every_label_and_group_cell_is_drawn_about_equally_often():
     assert f"drawn about {2000 / (4 * int(sizes.min())):.1f} times a pass" in note
 
 
-def test_a_split_without_groups_or_with_many_labels_per_example_is_one_clear_error():
-    with pytest.raises(DecnnError, match="data.protected"):
-        group_balanced_sampler(TensorDataset(torch.zeros(4, 1), torch.arange(4) % 2), seed=0)
+def test_without_groups_it_draws_the_classes_evenly():
+    torch.manual_seed(0)
+    y = (torch.rand(3000) < 0.05).long()  # 5% positives, as a rare attribute
+    sampler, note = group_balanced_sampler(TensorDataset(torch.zeros(3000, 1), y), seed=0, label_names=("no", "yes"))
+    drawn = torch.tensor(list(sampler))
+    assert abs(float(y[drawn].float().mean()) - 0.5) < 0.04
+    positives = int(y.sum())
+    assert (
+        f"class-balanced sampling (no protected groups): 2 classes of 3,000 training examples, from {positives} (yes)"
+        in note
+    )
+
+
+def test_a_split_with_many_labels_per_example_is_one_clear_error():
     multi = TensorDataset(torch.zeros(4, 1), torch.ones(4, 3), torch.arange(4) % 2)
     with pytest.raises(DecnnError, match="data.target"):
         group_balanced_sampler(multi, seed=0)
@@ -94,10 +106,11 @@ def test_a_group_balanced_run_trains_from_the_sampler_with_even_adversary_weight
     assert not torch.equal(sampler.generator.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
-def test_a_dataset_without_groups_refuses_it(tmp_path: Path, runner):
+def test_a_dataset_without_groups_trains_class_balanced(tmp_path: Path, runner):
     args = ["train", "-q", "--dataset", "digits", "--subset", "100", "--epochs", "1", "--out", str(tmp_path)]
     args += ["--set", ON]
     result = runner.invoke(app, args)
-    assert result.exit_code != 0
-    assert "data.protected" in result.output
-    assert not any(tmp_path.iterdir())  # nothing half-written
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.iterdir()
+    notes = json.loads((run / "metrics.json").read_text())["data_notes"]
+    assert any(note.startswith("class-balanced sampling (no protected groups): 10 classes") for note in notes)

@@ -123,3 +123,23 @@ def test_an_attribute_without_positives_in_train_keeps_weight_one_with_a_warning
     head, notes = task_head(_tiny("train.pos_weight=balanced"), Splits(spec, train, train, train))
     assert head.pos_weight == pytest.approx((1.0, 3.0, 1 / 3))
     assert len(notes) == 1 and notes[0].startswith("train.pos_weight=balanced: Bald has a single value")
+
+
+def test_a_two_class_task_whose_rare_class_averages_under_one_a_batch_is_pointed_to_class_balanced_drawing():
+    from torch.utils.data import TensorDataset
+
+    from decnn_cli.data.spec import DataSpec, Splits
+    from decnn_cli.experiments.train import task_head
+
+    spec = DataSpec("toy", (1, 2, 2), 2, "multiclass", ("no (Bald)", "yes (Bald)"), (0.5,), (0.5,))
+
+    def notes_for(positives: int, n: int = 640) -> list[str]:
+        labels = (torch.arange(n) < positives).long()
+        train = TensorDataset(torch.zeros(n, 1, 2, 2), labels)
+        cfg = _tiny("train.pos_weight=balanced", "data.batch_size=32")
+        return task_head(cfg, Splits(spec, train, train, train))[1]
+
+    (note,) = notes_for(10)  # 10 of 640: 0.5 a batch of 32
+    assert "yes (Bald) is 10 of 640 training examples, 0.50 a batch of 32" in note
+    assert "weight 63.0" in note and "train.group_balance=true" in note
+    assert notes_for(20) == []  # 20 of 640: one a batch on average

@@ -69,19 +69,17 @@ def group_balanced_sampler(
 ) -> tuple[WeightedRandomSampler, str]:
     """A sampler that draws every (label, protected group) cell of ``dataset`` equally often in expectation (each
     example weighted by 1 / its cell's size), with replacement, ``len(dataset)`` draws a pass, and a note of the
-    cells it balances (how often the smallest one's examples are drawn); one clear error where the split has no
-    groups or more than one label per example."""
+    cells it balances (how often the smallest one's examples are drawn). Without protected groups the cells are the
+    labels alone (class-balanced drawing). One clear error where an example has more than one label."""
     labels, groups = labels_of(dataset), groups_of(dataset)
-    if groups is None:
-        raise DecnnError(
-            "train.group_balance draws the protected groups evenly and needs their labels in training: set "
-            "data.protected (CelebA), or use a coloured dataset"
-        )
     if labels.dim() != 1:
         raise DecnnError(
             "train.group_balance needs one label per example; this split is multi-label: name one attribute with "
             "data.target"
         )
+    by_class = groups is None
+    if by_class:
+        groups = torch.zeros_like(labels)
     width = int(groups.max()) + 1
     cells = labels.long() * width + groups.long()
     sizes = torch.bincount(cells)
@@ -90,16 +88,18 @@ def group_balanced_sampler(
 
     def name(cell: int) -> str:
         label, group = divmod(cell, width)
-        return (
-            f"{label_names[label] if label < len(label_names) else label}, "
-            f"{group_names[group] if group < len(group_names) else group}"
-        )
+        label_name = label_names[label] if label < len(label_names) else str(label)
+        if by_class:
+            return label_name
+        return f"{label_name}, {group_names[group] if group < len(group_names) else group}"
 
     present = sizes.nonzero().flatten()
     smallest = int(present[sizes[present].argmin()])
     largest = int(present[sizes[present].argmax()])
+    counted = f"{len(present)} classes" if by_class else f"{len(present)} (label, group) cells"
+    kind = "class-balanced sampling (no protected groups)" if by_class else "group-balanced sampling"
     note = (
-        f"group-balanced sampling: {len(present)} (label, group) cells of {len(dataset):,} training examples, from "
+        f"{kind}: {counted} of {len(dataset):,} training examples, from "
         f"{int(sizes[smallest]):,} ({name(smallest)}) to {int(sizes[largest]):,} ({name(largest)}); each example of "
         f"the smallest is drawn about {len(dataset) / (len(present) * int(sizes[smallest])):.1f} times a pass"
     )
