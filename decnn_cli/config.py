@@ -181,7 +181,7 @@ class TrainConfig(_Section):
         "two-class batch (coloured MNIST's rare ones 2.5% without it), so the mean gap and the adversary see the "
         "rare group in every batch. The groups are the protected attribute's (data.protected on CelebA; the "
         "coloured datasets carry their colour); without one the cells are the classes alone (class-balanced "
-        "drawing, steadier than pos_weight where the rare class averages under one example a batch). Needs one "
+        "drawing, an alternative to pos_weight where the rare class averages under one example a batch). Needs one "
         "label per example; not with pos_weight = 'balanced', which would correct the classes twice.",
     )
     seed: int = Field(0, description="Seed of initialisation, shuffling and path sampling.")

@@ -95,15 +95,17 @@ def task_head(cfg: RunConfig, splits: Splits) -> tuple[TaskHead, list[str]]:
 def rare_class_note(labels: torch.Tensor, batch_size: int, name: str, weight: float) -> list[str]:
     """A warning where the weighted class of a two-class task averages under one example a batch: most batches
     then hold none and a few hold one that weighs ``weight`` examples, so the loss swings from batch to batch (a
-    Bald classifier on 64 of 4,320 CelebA faces, weight 66.5, settled on calling nine faces in ten bald)."""
+    Bald classifier on 64 of 4,320 CelebA faces, weight 66.5, settled on calling nine faces in ten bald). Which of
+    the two does better depends on the data (results/README.md), so the note asks for a comparison on validation."""
     positives = int((labels == 1).sum())
     per_batch = positives / len(labels) * batch_size
     if positives == 0 or per_batch >= 1:
         return []
     return [
         f"train.pos_weight=balanced: {name} is {positives:,} of {len(labels):,} training examples, {per_batch:.2f} a "
-        f"batch of {batch_size} on average, so its weight {weight:.1f} makes the loss swing from batch to batch; "
-        "class-balanced drawing is steadier: --set train.pos_weight=none --set train.group_balance=true"
+        f"batch of {batch_size} on average, so its weight {weight:.1f} makes the loss swing from batch to batch; if "
+        "validation accuracy swings or collapses, compare class-balanced drawing on the validation split: --set "
+        "train.pos_weight=none --set train.group_balance=true"
     ]
 
 
