@@ -76,6 +76,7 @@ class GroupAdversary(nn.Module):
         self.weight = settings.protect_adversary_weight
         self.objective = settings.protect_adversary_objective
         self.given_label = settings.protect_adversary_given_label
+        self.standardised = settings.protect_adversary_standardised
         self.multilabel = spec.task == "multilabel"
         self.num_labels = spec.num_outputs
         extra = spec.num_outputs if self.given_label else 0
@@ -92,6 +93,8 @@ class GroupAdversary(nn.Module):
 
     def logits(self, features: torch.Tensor, y: torch.Tensor, member: int = 0) -> torch.Tensor:
         """Group logits (B, G) from h_L features (B, width) and the task labels (B,) or (B, K)."""
+        if self.standardised:
+            features = zscored(features)
         if self.given_label:
             label = y.float() if self.multilabel else F.one_hot(y, self.num_labels).float()
             features = torch.cat([features, label.to(features.dtype)], dim=1)
@@ -128,6 +131,16 @@ def standardised(features: torch.Tensor) -> torch.Tensor:
     changes nothing."""
     variance = features.detach().float().var(dim=0, unbiased=False)
     return features.float() / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
+
+
+def zscored(features: torch.Tensor) -> torch.Tensor:
+    """``features`` (B, width) with every unit centred and divided by its standard deviation in the batch, both
+    inside the gradient (batch normalisation without its affine part; the same floor as ``standardised``): neither
+    scaling nor shifting h_L changes the result, and the gradient back to h_L has no component along either."""
+    features = features.float()
+    centred = features - features.mean(dim=0)
+    variance = centred.pow(2).mean(dim=0)
+    return centred / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
 
 
 def class_masks(y: torch.Tensor) -> list[tuple[object, torch.Tensor]]:

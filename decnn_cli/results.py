@@ -135,7 +135,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
     """What distinguishes a run besides dataset, method and seed, short and filesystem-safe: its target, held-out
     attribute and split (where its dataset reads them), the pretrained models it is composed with or protected
     by (the name of their run folder, without the dataset), group-balanced sampling, a decoder given the
-    protected attribute, the adversary's weight and the mean gap's. Empty for a run that sets none of these."""
+    protected attribute, the adversary's weight (and whether it reads h_L standardised) and the mean gap's. Empty
+    for a run that sets none of these."""
     entry = DATASETS.get(cfg.data.name)
     reads = entry.reads if entry is not None else frozenset()
     data = cfg.data
@@ -162,7 +163,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
     if spec is not None and spec.accepts_adversary:
         adversary = AdversaryTerms.of(cfg.method)
         if adversary.adversary_on:
-            tags.append(f"adversary-{adversary.protect_adversary_weight:g}")
+            reads = "-standardised" if adversary.protect_adversary_standardised else ""
+            tags.append(f"adversary-{adversary.protect_adversary_weight:g}{reads}")
         if adversary.mean_match_on:
             tags.append(f"mean-match-{adversary.protect_mean_match_weight:g}")
     return [re.sub(r"[^A-Za-z0-9._-]+", "-", tag) for tag in tags]

@@ -68,6 +68,23 @@ def test_the_adversarys_gradient_reaches_f_with_reversed_sign(given_label: bool)
         assert torch.equal(through_p, own_p)
 
 
+def test_a_standardised_adversary_cannot_be_fooled_by_scaling_or_shifting_h_l():
+    method, model, ctx, adversary, x, y, groups = _setup("redecnn", ON, "method.protect_adversary_standardised=true")
+    _, hidden = model(x)
+    h_last = hidden[-1].detach().requires_grad_(True)
+    loss = adversary.loss(h_last, y, groups)
+    moved = adversary.loss(7.0 * h_last + 3.0, y, groups)
+    assert torch.allclose(loss, moved, atol=1e-5)  # what it reads is the same for a grown, shifted h_L
+    # So the reversed gradient f receives has no part along h_L itself: f cannot raise the loss by growing h_L.
+    (grad_h,) = torch.autograd.grad(adversary.term([*hidden[:-1], h_last], y, groups)["adversary"], [h_last])
+    assert grad_h.abs().sum() > 0
+    assert abs(float((grad_h * h_last.detach()).sum())) < 1e-5 * float(grad_h.norm() * h_last.detach().norm())
+    assert grad_h.sum(dim=0).abs().max() < 1e-5 * grad_h.abs().max()  # nor along a common shift
+    raw = _setup("redecnn", ON)[3]
+    raw.load_state_dict(adversary.state_dict())
+    assert not torch.allclose(raw.loss(h_last, y, groups), raw.loss(7.0 * h_last + 3.0, y, groups), atol=1e-3)
+
+
 def test_the_confusion_objective_trains_the_head_on_its_loss_and_f_towards_a_uniform_adversary():
     method, model, ctx, adversary, x, y, groups = _setup("redecnn", ON, "method.protect_adversary_objective=confusion")
     _, hidden = model(x)
@@ -136,6 +153,9 @@ def test_adversary_settings_rename_a_folder_only_once_it_is_on():
     assert name("method.protect_adversary_weight=1", "method.protect_adversary_given_label=false") != on
     assert name("method.protect_adversary_weight=1", "method.protect_adversary_objective=confusion") != on
     assert name("method.protect_adversary_objective=confusion") == base
+    standardised = name("method.protect_adversary_weight=1", "method.protect_adversary_standardised=true")
+    assert "__adversary-1-standardised__" in standardised and standardised != on
+    assert name("method.protect_adversary_standardised=true") == base
     # On CelebA the adversary learns the protected attribute: it then keys the folder.
     celeba = ("data.name=celeba", "data.target=Bearded", "method.protect_adversary_weight=1")
     assert name(*celeba, "data.protected=Bald") != name(*celeba, "data.protected=Male")

@@ -158,8 +158,18 @@ class AdversaryTerms(MethodSettings):
         "confusion is lowest when the adversary can only guess.",
     )
 
+    protect_adversary_standardised: bool = Field(
+        False,
+        description="Let the adversary read h_L z-scored over the batch (each unit centred and divided by its batch "
+        "standard deviation, both inside the gradient), as Table 8's linear probe reads it standardised. Reading h_L "
+        "raw, the adversary can be fooled by scale: under the reversed gradient f grows h_L without bound and "
+        "training diverges at weight 1 (results/README.md); z-scored, growing or shifting h_L changes nothing it "
+        "reads, so f can raise its loss only by taking the attribute out.",
+    )
+
     keyed_when_set: ClassVar[frozenset[str]] = frozenset(
         {
+            "protect_adversary_standardised",
             "protect_adversary_weight",
             "protect_adversary_hidden",
             "protect_adversary_given_label",
@@ -186,7 +196,12 @@ class AdversaryTerms(MethodSettings):
     def unread(self) -> set[str]:
         if self.adversary_on:
             return set()
-        return {"protect_adversary_hidden", "protect_adversary_given_label", "protect_adversary_objective"}
+        return {
+            "protect_adversary_hidden",
+            "protect_adversary_given_label",
+            "protect_adversary_objective",
+            "protect_adversary_standardised",
+        }
 
 
 @dataclass
