@@ -16,7 +16,13 @@ from decnn_cli.config import DataConfig
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.errors import DecnnError
-from decnn_cli.experiments.fairness import FairnessOptions, evaluate_fairness, linear_probe_f1, task_f1
+from decnn_cli.experiments.fairness import (
+    FairnessOptions,
+    evaluate_fairness,
+    linear_probe_f1,
+    prediction_probe_accuracy,
+    task_f1,
+)
 from decnn_cli.experiments.train import train
 from decnn_cli.methods import LossContext, get_method
 from decnn_cli.resolve import build_config
@@ -194,6 +200,21 @@ def test_linear_probe_recovers_a_planted_attribute_and_not_an_absent_one():
     assert linear_probe_f1(absent[:400], groups[:400], absent[400:], groups[400:])["probe_f1"] < 0.7
 
 
+def test_the_prediction_probe_reads_an_attribute_only_where_it_moves_the_prediction():
+    rng = np.random.default_rng(0)
+    labels, groups = rng.integers(0, 2, 2000), rng.integers(0, 2, 2000)  # independent, as at coloured test
+    fit, score = np.arange(1000), np.arange(1000, 2000)
+
+    def probs(logit: np.ndarray) -> np.ndarray:
+        p1 = 1 / (1 + np.exp(-logit))
+        return np.c_[1 - p1, p1]
+
+    shape = 3.0 * (2 * labels - 1) + rng.normal(size=2000)
+    used = prediction_probe_accuracy(probs(shape + 2.0 * (2 * groups - 1)), labels, groups, fit, score)
+    unused = prediction_probe_accuracy(probs(shape), labels, groups, fit, score)
+    assert used > 80 and 40 < unused < 60
+
+
 def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     run = train(
         build_config(
@@ -206,6 +227,7 @@ def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     row = pd.read_csv(tmp_path / "res" / "fairness.csv").iloc[0]
     assert row["n_group0"] + row["n_group1"] == 120
     assert 0 <= row["probe_f1"] <= 1 and row["f1_gap"] == pytest.approx(abs(row["f1_group1"] - row["f1_group0"]))
+    assert 0 <= row["prediction_probe_accuracy"] <= 100
     assert "Table 8" in (tmp_path / "res" / "fairness.md").read_text()
 
 

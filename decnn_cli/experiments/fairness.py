@@ -58,6 +58,12 @@ SECTIONS = [
     ),
     ("accuracy", "Task accuracy (%)", 2),
     (
+        "prediction_probe_accuracy",
+        "Accuracy (%) of the same probe fitted on the prediction alone (the task's log-probabilities and the true "
+        "label) instead of h_L: how much of the attribute the model's use of it in predicting carries (0.5 = none)",
+        1,
+    ),
+    (
         "hidden_mean_gap",
         "Gap between the groups' means of the last hidden layer within each task class (standardised units, mean "
         "square per unit; 0 = no linear reader beats a constant one; method.protect_mean_match_weight lowers it)",
@@ -135,6 +141,19 @@ def linear_probe_f1(
         "probe_f1": float(f1_score(test_g, predicted, average=average, zero_division=0)),
         "probe_accuracy": 100.0 * float((predicted == test_g).mean()),
     }
+
+
+def prediction_probe_accuracy(
+    probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, fit: np.ndarray, score: np.ndarray
+) -> float:
+    """Accuracy (%) of the linear probe for the group fitted on the prediction alone: the task's log-probabilities
+    beside the one-hot true label. Given the label, the prediction moves with the attribute only where the model uses
+    the attribute to predict; a probe on h_L reads at least this much, whatever was taken out of h_L elsewhere."""
+    onehot = np.eye(probs.shape[1])[labels]
+    features = np.c_[np.log(np.clip(probs, 1e-12, 1.0)), onehot]
+    if len(np.unique(groups[fit])) < 2:
+        return float("nan")
+    return linear_probe_f1(features[fit], groups[fit], features[score], groups[score])["probe_accuracy"]
 
 
 def probe_halves(n: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +277,7 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
             features = last_hidden(run, dataset)
             fit, score = probe_halves(len(groups), o.probe_examples, run.cfg.data.split_seed)
             row |= linear_probe_f1(features[fit], groups[fit], features[score], groups[score])
+            row["prediction_probe_accuracy"] = prediction_probe_accuracy(pred.probs, pred.labels, groups, fit, score)
             row["hidden_mean_gap"] = exact_mean_gap(
                 torch.as_tensor(features), torch.as_tensor(pred.labels), torch.as_tensor(groups)
             )
