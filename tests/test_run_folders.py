@@ -86,6 +86,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_adversary_hidden"): 8,
     ("method", "protect_adversary_given_label"): False,
     ("method", "protect_adversary_objective"): "confusion",
+    ("method", "protect_adversary_standardised"): True,
     ("method", "protect_mean_match_weight"): 1.0,
     ("method", "decode_given_protected"): True,
 }
