@@ -125,22 +125,25 @@ class GroupAdversary(nn.Module):
         }
 
 
+def _floored_std(variance: torch.Tensor) -> torch.Tensor:
+    """Per-unit standard deviation from a batch variance, floored at a tenth of the layer's typical one, so
+    near-constant units are not blown up; the floor scales with the layer, so scaling h_L changes nothing."""
+    return (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
+
+
 def standardised(features: torch.Tensor) -> torch.Tensor:
     """``features`` (B, width) with every unit divided by its standard deviation in the batch (held out of the
-    gradient; floored at a tenth of the layer's typical one, so near-constant units are not blown up): scaling h_L
-    changes nothing."""
-    variance = features.detach().float().var(dim=0, unbiased=False)
-    return features.float() / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
+    gradient; ``_floored_std``): scaling h_L changes nothing."""
+    return features.float() / _floored_std(features.detach().float().var(dim=0, unbiased=False))
 
 
 def zscored(features: torch.Tensor) -> torch.Tensor:
     """``features`` (B, width) with every unit centred and divided by its standard deviation in the batch, both
-    inside the gradient (batch normalisation without its affine part; the same floor as ``standardised``): neither
-    scaling nor shifting h_L changes the result, and the gradient back to h_L has no component along either."""
-    features = features.float()
-    centred = features - features.mean(dim=0)
-    variance = centred.pow(2).mean(dim=0)
-    return centred / (variance + 1e-2 * variance.mean() + 1e-12).sqrt()
+    inside the gradient (batch normalisation without its affine part, with ``_floored_std``'s floor relative to the
+    layer where batch normalisation's is absolute): neither scaling nor shifting h_L changes the result, and the
+    gradient back to h_L has no component along either."""
+    centred = features.float() - features.float().mean(dim=0)
+    return centred / _floored_std(centred.pow(2).mean(dim=0))
 
 
 def class_masks(y: torch.Tensor) -> list[tuple[object, torch.Tensor]]:

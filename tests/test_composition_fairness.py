@@ -213,6 +213,8 @@ def test_the_prediction_probe_reads_an_attribute_only_where_it_moves_the_predict
     used = prediction_probe_accuracy(probs(shape + 2.0 * (2 * groups - 1)), labels, groups, fit, score)
     unused = prediction_probe_accuracy(probs(shape), labels, groups, fit, score)
     assert used > 80 and 40 < unused < 60
+    one_group = np.where(np.arange(2000) < 1000, 0, groups)  # the fitting half holds one group: nothing to fit
+    assert np.isnan(prediction_probe_accuracy(probs(shape), labels, one_group, fit, score))
 
 
 def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):

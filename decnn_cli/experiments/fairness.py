@@ -60,7 +60,8 @@ SECTIONS = [
     (
         "prediction_probe_accuracy",
         "Accuracy (%) of the same probe fitted on the prediction alone (the task's log-probabilities and the true "
-        "label) instead of h_L: how much of the attribute the model's use of it in predicting carries (0.5 = none)",
+        "label) instead of h_L: how much of the attribute the model's use of it in predicting carries (the larger "
+        "group's share = none)",
         1,
     ),
     (
@@ -147,12 +148,9 @@ def prediction_probe_accuracy(
     probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, fit: np.ndarray, score: np.ndarray
 ) -> float:
     """Accuracy (%) of the linear probe for the group fitted on the prediction alone: the task's log-probabilities
-    beside the one-hot true label. Given the label, the prediction moves with the attribute only where the model uses
-    the attribute to predict; a probe on h_L reads at least this much, whatever was taken out of h_L elsewhere."""
-    onehot = np.eye(probs.shape[1])[labels]
-    features = np.c_[np.log(np.clip(probs, 1e-12, 1.0)), onehot]
-    if len(np.unique(groups[fit])) < 2:
-        return float("nan")
+    beside the one-hot true label (NaN where the fitting half holds one group). Given the label, the prediction
+    moves with the attribute only where the model uses the attribute to predict."""
+    features = np.c_[np.log(np.clip(probs, 1e-12, 1.0)), np.eye(probs.shape[1])[labels]]
     return linear_probe_f1(features[fit], groups[fit], features[score], groups[score])["probe_accuracy"]
 
 
