@@ -394,6 +394,14 @@ def fairness(
             "of runs with a decoder (default: the m of a run's Eq. 8).",
         ),
     ] = None,
+    erase: Annotated[
+        bool,
+        typer.Option(
+            "--erase",
+            help="Also erase the attribute linearly from h_L (LEACE, fitted on the training split) and report the "
+            "probe on what is left and the task accuracy of a linear head refitted on it.",
+        ),
+    ] = False,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     precision: EvalPrecisionOpt = None,
@@ -407,7 +415,12 @@ def fairness(
 
         shared = _shared(results, table, data_root, device, quiet, precision)
         options = FairnessOptions(
-            **shared, protected=protected, split=split.value, probe_examples=probe_examples, protector=protector
+            **shared,
+            protected=protected,
+            split=split.value,
+            probe_examples=probe_examples,
+            protector=protector,
+            erase=erase,
         )
         rows = evaluate_fairness(runs, options)
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
@@ -415,6 +428,8 @@ def fairness(
             columns.append("missing_groups")
         if any("protector_balanced_accuracy_decoded" in row for row in rows):
             columns.append("protector_balanced_accuracy_decoded")
+        if erase:
+            columns += ["erased_probe_f1", "refit_accuracy", "erased_accuracy"]
         out.print(_rows_table("fairness", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")
 

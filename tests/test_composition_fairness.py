@@ -231,6 +231,15 @@ def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     assert 0 <= row["probe_f1"] <= 1 and row["f1_gap"] == pytest.approx(abs(row["f1_group1"] - row["f1_group0"]))
     assert 0 <= row["prediction_probe_accuracy"] <= 100
     assert "Table 8" in (tmp_path / "res" / "fairness.md").read_text()
+    assert "erased_probe_f1" not in row
+
+    erase = ["fairness", str(run), "--erase", "--results", str(tmp_path / "res"), "--table", "erased", "-q"]
+    result = runner.invoke(app, erase)
+    assert result.exit_code == 0, result.output
+    erased = pd.read_csv(tmp_path / "res" / "erased.csv").iloc[0]
+    assert erased["probe_f1"] == pytest.approx(row["probe_f1"])  # the raw probe is unchanged by --erase
+    assert 0 <= erased["erased_probe_f1"] <= 1 and 0 <= erased["erased_f1_gap"] <= 1
+    assert 0 <= erased["refit_accuracy"] <= 100 and 0 <= erased["erased_accuracy"] <= 100
 
 
 @pytest.mark.parametrize("method_name", ["decnn", "redecnn"])

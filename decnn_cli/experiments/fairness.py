@@ -1,6 +1,7 @@
 """``decnn fairness``: per-group F1, AP and ECE of the task (Table 7), a linear probe for the protected attribute on
 the frozen last hidden layer (Table 8) and, for runs with a decoder, what a protected-attribute classifier m reads
-off the decodings g(h_l) (the decoded-image diagnosis of Eq. 8).
+off the decodings g(h_l) (the decoded-image diagnosis of Eq. 8); with ``erase``, the probe and a refitted task head
+after the attribute is linearly erased from h_L by an eraser fitted on the training split (``decnn_cli.erasure``).
 
 A group that the evaluated split lacks (CelebA's official test partition has no bald person) is named in a warning
 and in the row's ``missing_groups``; everything that can be computed without it is reported, the rest is NaN."""
@@ -26,6 +27,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import groups_of as split_groups
 from decnn_cli.data.splitting import make_loader
 from decnn_cli.engine import progress_or_new
+from decnn_cli.erasure import LinearEraser
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import (
     EvalOptions,
@@ -70,6 +72,15 @@ SECTIONS = [
         "square per unit; 0 = no linear reader beats a constant one; method.protect_mean_match_weight lowers it)",
         4,
     ),
+    (
+        "erased_probe_f1",
+        "Probe F1 after the protected attribute is linearly erased from h_L (LEACE fitted on the training split; "
+        "--erase): what no linear trace seen in training accounts for",
+        3,
+    ),
+    ("refit_accuracy", "Task accuracy (%) of a linear head refitted on the training split's h_L (--erase)", 2),
+    ("erased_accuracy", "Task accuracy (%) of a linear head refitted on the erased h_L (--erase)", 2),
+    ("erased_f1_gap", "Task F1 gap between the groups of the head on the erased h_L (--erase)", 3),
     (
         "protector_balanced_accuracy_decoded",
         "m's balanced accuracy on the protected attribute from the decodings g(h_l), mean over layers (0.5 = chance)",
@@ -154,6 +165,42 @@ def prediction_probe_accuracy(
     return linear_probe_f1(features[fit], groups[fit], features[score], groups[score])["probe_accuracy"]
 
 
+def split_labels(dataset: Dataset, batch_size: int) -> np.ndarray:
+    """The task label of every example of ``dataset``, in order."""
+    return np.concatenate([batch[1].numpy() for batch in make_loader(dataset, batch_size, shuffle=False)])
+
+
+def erased_reading(
+    run: Run,
+    train: Dataset,
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    fit: np.ndarray,
+    score: np.ndarray,
+) -> dict[str, float]:
+    """The protected attribute erased from h_L after training: a LEACE eraser fitted on the training split's h_L
+    and groups, applied to the evaluated split's ``features``; the probe refitted on the erased halves, and the
+    task's linear head refitted on the training split's h_L, raw and erased (the cost of the erasure to the task,
+    apart from the cost of refitting the head). If the attribute's trace in the evaluated split is the linear one it
+    has in training, the erased probe reads no more than a constant guess."""
+    train_features = last_hidden(run, train)
+    train_labels = split_labels(train, run.cfg.eval.batch_size)
+    eraser = LinearEraser.fit(train_features, groups_of(train, f"run {run.path.name}'s training split"))
+    erased = eraser(features)
+    probe = linear_probe_f1(erased[fit], groups[fit], erased[score], groups[score])
+    row = {"erased_probe_f1": probe["probe_f1"], "erased_probe_accuracy": probe["probe_accuracy"]}
+    for name, train_x, x in [("refit", train_features, features), ("erased", eraser(train_features), erased)]:
+        head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(train_x, train_labels)
+        probs = np.zeros((len(x), run.spec.num_outputs))
+        probs[:, head.classes_] = head.predict_proba(x)
+        row[f"{name}_accuracy"] = metrics.accuracy(probs, labels, "multiclass")
+        if name == "erased":
+            f1 = [task_f1(labels[groups == g], probs[groups == g]) for g in (0, 1)]
+            row["erased_f1_gap"] = abs(f1[1] - f1[0])
+    return row
+
+
 def probe_halves(n: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded disjoint index halves of ``n`` test examples (each at most ``limit``): fit, then score."""
     order = np.random.default_rng(seed).permutation(n)
@@ -201,6 +248,7 @@ class FairnessOptions(EvalOptions):
     split: Literal["test", "val"] = "test"
     probe_examples: int = 5000
     protector: Path | None = None
+    erase: bool = False
 
 
 def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = FairnessOptions()) -> list[dict[str, Any]]:
@@ -279,6 +327,8 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
             row["hidden_mean_gap"] = exact_mean_gap(
                 torch.as_tensor(features), torch.as_tensor(pred.labels), torch.as_tensor(groups)
             )
+            if o.erase and not missing:
+                row |= erased_reading(run, splits.train, features, pred.labels, groups, fit, score)
             if not missing and np.isnan(row["probe_f1"]):
                 warn(f"{path.name}: the probe's fitting half holds a single group; its F1 is NaN (use more examples)")
             protector = o.protector or PretrainedTerms.of(run.cfg.method).protect_with
