@@ -25,7 +25,7 @@ from decnn_cli.adversary import exact_mean_gap
 from decnn_cli.composition import load_frozen
 from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import groups_of as split_groups
-from decnn_cli.data.splitting import make_loader
+from decnn_cli.data.splitting import labels_of, make_loader
 from decnn_cli.engine import progress_or_new
 from decnn_cli.erasure import LinearEraser
 from decnn_cli.errors import DecnnError
@@ -165,11 +165,6 @@ def prediction_probe_accuracy(
     return linear_probe_f1(features[fit], groups[fit], features[score], groups[score])["probe_accuracy"]
 
 
-def split_labels(dataset: Dataset, batch_size: int) -> np.ndarray:
-    """The task label of every example of ``dataset``, in order."""
-    return np.concatenate([batch[1].numpy() for batch in make_loader(dataset, batch_size, shuffle=False)])
-
-
 def erased_reading(
     run: Run,
     train: Dataset,
@@ -185,7 +180,7 @@ def erased_reading(
     apart from the cost of refitting the head). If the attribute's trace in the evaluated split is the linear one it
     has in training, the erased probe reads no more than a constant guess."""
     train_features = last_hidden(run, train)
-    train_labels = split_labels(train, run.cfg.eval.batch_size)
+    train_labels = labels_of(train).numpy()
     eraser = LinearEraser.fit(train_features, groups_of(train, f"run {run.path.name}'s training split"))
     erased = eraser(features)
     probe = linear_probe_f1(erased[fit], groups[fit], erased[score], groups[score])
