@@ -28,7 +28,36 @@ class Normalize(nn.Module):
         return (x - self.mean).div_(self.std)  # in place on the fresh difference: one tensor less per call
 
 
-class MLPClassifier(nn.Module):
+class LayeredClassifier(nn.Module):
+    """What every classifier f shares: ``blocks`` run in order (each a layer, then ReLU), dropout before every block
+    but the first and before the head; ``forward`` returns the logits and every block's output h_l (before dropout).
+    Subclasses build ``normalize``, ``blocks``, ``dropout`` and ``head``, and say how x becomes the first block's
+    input (``prepare``) and how h_L reaches the head (``flat``)."""
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def flat(self, h_last: torch.Tensor) -> torch.Tensor:
+        return h_last
+
+    def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
+        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
+
+    def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
+        """The head on h_L."""
+        return self.head(self.flat(self.dropout(h_last)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        z = self.prepare(x)
+        hidden = []
+        for index in range(len(self.blocks)):
+            z = self.hidden_layer(index, z)
+            hidden.append(z)
+        return self.logits_from(z), hidden
+
+
+class MLPClassifier(LayeredClassifier):
     """f: x (..., C, H, W) in [0, 1] -> (logits (..., K), [h_1 .. h_L] each (..., width)).
 
     h_l is the output of the l-th block (linear, then ReLU), taken before dropout. Leading dimensions are
@@ -49,22 +78,6 @@ class MLPClassifier(nn.Module):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """What the first block reads: x (..., C, H, W) normalised and flattened to (..., C * H * W)."""
         return self.normalize(x).flatten(-3)
-
-    def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
-        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
-
-    def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
-        """The head on h_L."""
-        return self.head(self.dropout(h_last))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z = self.prepare(x)
-        hidden = []
-        for index in range(len(self.blocks)):
-            z = self.hidden_layer(index, z)
-            hidden.append(z)
-        return self.logits_from(z), hidden
 
 
 def mlp(spec: DataSpec, depth: int = 8, width: int = 256, dropout: float = 0.0) -> MLPClassifier:

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from decnn_cli.data.spec import DataSpec
-from decnn_cli.models.classifiers import Normalize
+from decnn_cli.models.classifiers import LayeredClassifier, Normalize
 
 
-class CNNClassifier(nn.Module):
+class CNNClassifier(LayeredClassifier):
     """x (B, C, H, W) in [0, 1] -> (logits (B, K), [h_1 .. h_L] each (B, C_l, H_l, W_l)).
 
     Block l is a 3x3 convolution and a ReLU; every second block halves the resolution (stride 2) while the
@@ -43,21 +43,9 @@ class CNNClassifier(nn.Module):
         """What the first block reads: x normalised."""
         return self.normalize(x)
 
-    def hidden_layer(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        """h_{index+1} from ``prepare(x)`` (index 0) or from h_index: one block, as ``forward`` runs it."""
-        return torch.relu_(self.blocks[index](z if index == 0 else self.dropout(z)))
-
-    def logits_from(self, h_last: torch.Tensor) -> torch.Tensor:
-        """The head on the flattened last map."""
-        return self.head(self.dropout(h_last).flatten(1))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z = self.prepare(x)
-        hidden = []
-        for index in range(len(self.blocks)):
-            z = self.hidden_layer(index, z)
-            hidden.append(z)
-        return self.logits_from(z), hidden
+    def flat(self, h_last: torch.Tensor) -> torch.Tensor:
+        """The head reads the last map flattened."""
+        return h_last.flatten(1)
 
 
 def cnn(spec: DataSpec, depth: int = 8, channels: int = 32, dropout: float = 0.0) -> CNNClassifier:
