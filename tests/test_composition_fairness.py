@@ -19,6 +19,7 @@ from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.fairness import (
     FairnessOptions,
     evaluate_fairness,
+    label_probe_accuracy,
     linear_probe_f1,
     prediction_probe_accuracy,
     task_f1,
@@ -217,6 +218,18 @@ def test_the_prediction_probe_reads_an_attribute_only_where_it_moves_the_predict
     assert np.isnan(prediction_probe_accuracy(probs(shape), labels, one_group, fit, score))
 
 
+def test_the_label_baseline_is_what_a_prediction_without_the_attribute_reads_when_the_label_gives_it_away():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 2000)
+    groups = np.where(labels == 1, 1, rng.random(2000) < 0.2).astype(int)  # every positive in group 1, as Bearded/Male
+    fit, score = np.arange(1000), np.arange(1000, 2000)
+    baseline = label_probe_accuracy(labels, groups, fit, score, 2)
+    expected = 100 * np.mean(groups[score] == labels[score])  # the best reading of the label: group = label
+    assert baseline == pytest.approx(expected) and baseline > 85
+    confident = np.c_[0.9 - 0.8 * labels, 0.1 + 0.8 * labels]  # follows the label and nothing else
+    assert prediction_probe_accuracy(confident, labels, groups, fit, score) == pytest.approx(baseline)
+
+
 def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     run = train(
         build_config(
@@ -229,7 +242,7 @@ def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     row = pd.read_csv(tmp_path / "res" / "fairness.csv").iloc[0]
     assert row["n_group0"] + row["n_group1"] == 120
     assert 0 <= row["probe_f1"] <= 1 and row["f1_gap"] == pytest.approx(abs(row["f1_group1"] - row["f1_group0"]))
-    assert 0 <= row["prediction_probe_accuracy"] <= 100
+    assert 0 <= row["prediction_probe_accuracy"] <= 100 and 0 <= row["label_probe_accuracy"] <= 100
     assert "Table 8" in (tmp_path / "res" / "fairness.md").read_text()
     assert "erased_probe_f1" not in row
 

@@ -62,8 +62,15 @@ SECTIONS = [
     (
         "prediction_probe_accuracy",
         "Accuracy (%) of the same probe fitted on the prediction alone (the task's log-probabilities and the true "
-        "label) instead of h_L: how much of the attribute the model's use of it in predicting carries (the larger "
-        "group's share = none)",
+        "label) instead of h_L: how much of the attribute the model's use of it in predicting carries (none = "
+        "label_probe_accuracy)",
+        1,
+    ),
+    (
+        "label_probe_accuracy",
+        "Accuracy (%) of the same probe fitted on the true label alone: what the prediction probe reads when the "
+        "prediction carries nothing about the attribute (the larger group's share where label and attribute are "
+        "independent, more where the label gives the attribute away)",
         1,
     ),
     (
@@ -163,6 +170,13 @@ def prediction_probe_accuracy(
     moves with the attribute only where the model uses the attribute to predict."""
     features = np.c_[np.log(np.clip(probs, 1e-12, 1.0)), np.eye(probs.shape[1])[labels]]
     return linear_probe_f1(features[fit], groups[fit], features[score], groups[score])["probe_accuracy"]
+
+
+def label_probe_accuracy(
+    labels: np.ndarray, groups: np.ndarray, fit: np.ndarray, score: np.ndarray, classes: int
+) -> float:
+    """``prediction_probe_accuracy`` of a prediction that says nothing (uniform): the baseline it is read against."""
+    return prediction_probe_accuracy(np.full((len(labels), classes), 1.0 / classes), labels, groups, fit, score)
 
 
 def erased_reading(
@@ -319,6 +333,7 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
             fit, score = probe_halves(len(groups), o.probe_examples, run.cfg.data.split_seed)
             row |= linear_probe_f1(features[fit], groups[fit], features[score], groups[score])
             row["prediction_probe_accuracy"] = prediction_probe_accuracy(pred.probs, pred.labels, groups, fit, score)
+            row["label_probe_accuracy"] = label_probe_accuracy(pred.labels, groups, fit, score, pred.probs.shape[1])
             row["hidden_mean_gap"] = exact_mean_gap(
                 torch.as_tensor(features), torch.as_tensor(pred.labels), torch.as_tensor(groups)
             )
