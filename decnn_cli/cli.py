@@ -402,6 +402,15 @@ def fairness(
             "probe on what is left and the task accuracy of a linear head refitted on it.",
         ),
     ] = False,
+    erase_balanced: Annotated[
+        bool,
+        typer.Option(
+            "--erase-balanced",
+            help="As --erase, with the eraser fitted on the training split's (label, group) cells weighted equally: "
+            "it removes what moves with the attribute within each class, not the label's own direction (for "
+            "training splits that tie the attribute to the label).",
+        ),
+    ] = False,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
     precision: EvalPrecisionOpt = None,
@@ -421,6 +430,7 @@ def fairness(
             probe_examples=probe_examples,
             protector=protector,
             erase=erase,
+            erase_balanced=erase_balanced,
         )
         rows = evaluate_fairness(runs, options)
         columns = ["dataset", "model", "seed", "f1_group0", "f1_group1", "f1_gap", "probe_f1"]
@@ -428,7 +438,7 @@ def fairness(
             columns.append("missing_groups")
         if any("protector_balanced_accuracy_decoded" in row for row in rows):
             columns.append("protector_balanced_accuracy_decoded")
-        if erase:
+        if erase or erase_balanced:
             columns += ["erased_probe_f1", "refit_accuracy", "erased_accuracy"]
         out.print(_rows_table("fairness", rows, columns))
         out.print(f"tables: {results / table}.csv, {results / table}.md")

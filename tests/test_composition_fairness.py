@@ -253,6 +253,14 @@ def test_fairness_command_reports_groups_and_probe(runner, tmp_path: Path):
     assert erased["probe_f1"] == pytest.approx(row["probe_f1"])  # the raw probe is unchanged by --erase
     assert 0 <= erased["erased_probe_f1"] <= 1 and 0 <= erased["erased_f1_gap"] <= 1
     assert 0 <= erased["refit_accuracy"] <= 100 and 0 <= erased["erased_accuracy"] <= 100
+    assert erased["erase_fit"] == "training split"
+
+    balanced = ["fairness", str(run), "--erase-balanced", "--results", str(tmp_path / "res"), "--table", "cells", "-q"]
+    result = runner.invoke(app, balanced)
+    assert result.exit_code == 0, result.output
+    cells = pd.read_csv(tmp_path / "res" / "cells.csv").iloc[0]
+    assert cells["erase_fit"] == "cells balanced" and 0 <= cells["erased_probe_f1"] <= 1
+    assert cells["refit_accuracy"] == pytest.approx(erased["refit_accuracy"])  # the raw head does not change
 
 
 @pytest.mark.parametrize("method_name", ["decnn", "redecnn"])

@@ -27,7 +27,7 @@ from decnn_cli.data import load_splits
 from decnn_cli.data.splitting import groups_of as split_groups
 from decnn_cli.data.splitting import labels_of, make_loader
 from decnn_cli.engine import progress_or_new
-from decnn_cli.erasure import LinearEraser
+from decnn_cli.erasure import LinearEraser, cell_balanced_weights
 from decnn_cli.errors import DecnnError
 from decnn_cli.experiments.common import (
     EvalOptions,
@@ -187,18 +187,27 @@ def erased_reading(
     groups: np.ndarray,
     fit: np.ndarray,
     score: np.ndarray,
+    balanced: bool = False,
 ) -> dict[str, float]:
     """The protected attribute erased from h_L after training: a LEACE eraser fitted on the training split's h_L
-    and groups, applied to the evaluated split's ``features``; the probe refitted on the erased halves, and the
+    and groups (``balanced``: every (label, group) cell weighted equally, so that the eraser removes what moves with
+    the attribute within each class and leaves the label's own direction), applied to the evaluated split's
+    ``features``; the probe refitted on the erased halves, and the
     task's linear head refitted on the training split's h_L, raw and erased (the cost of the erasure to the task,
     apart from the cost of refitting the head). If the attribute's trace in the evaluated split is the linear one it
     has in training, the erased probe reads no more than a constant guess."""
     train_features = last_hidden(run, train)
     train_labels = labels_of(train).numpy()
-    eraser = LinearEraser.fit(train_features, groups_of(train, f"run {run.path.name}'s training split"))
+    train_groups = groups_of(train, f"run {run.path.name}'s training split")
+    weights = cell_balanced_weights(train_labels, train_groups) if balanced else None
+    eraser = LinearEraser.fit(train_features, train_groups, weights)
     erased = eraser(features)
     probe = linear_probe_f1(erased[fit], groups[fit], erased[score], groups[score])
-    row = {"erased_probe_f1": probe["probe_f1"], "erased_probe_accuracy": probe["probe_accuracy"]}
+    row = {
+        "erase_fit": "cells balanced" if balanced else "training split",
+        "erased_probe_f1": probe["probe_f1"],
+        "erased_probe_accuracy": probe["probe_accuracy"],
+    }
     for name, train_x, x in [("refit", train_features, features), ("erased", eraser(train_features), erased)]:
         head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(train_x, train_labels)
         probs = np.zeros((len(x), run.spec.num_outputs))
@@ -250,7 +259,9 @@ class FairnessOptions(EvalOptions):
     """``protected`` names the attribute (CelebA; the coloured datasets always carry their colour); ``split``: the
     split evaluated ("test", or "val"); ``probe_examples``: examples of that split in each half (fit / score) of the
     linear probe; ``protector``: checkpoint of a protected-attribute classifier m for the decoded-image diagnosis of
-    runs with a decoder (default: the m a run was trained against by Eq. 8, if any)."""
+    runs with a decoder (default: the m a run was trained against by Eq. 8, if any); ``erase``: the linear erasure
+    reading, its eraser fitted on the training split as it is or, with ``erase_balanced``, with every (label, group)
+    cell weighted equally."""
 
     table: str = "fairness"
     protected: str | None = None
@@ -258,6 +269,7 @@ class FairnessOptions(EvalOptions):
     probe_examples: int = 5000
     protector: Path | None = None
     erase: bool = False
+    erase_balanced: bool = False
 
 
 def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = FairnessOptions()) -> list[dict[str, Any]]:
@@ -337,8 +349,8 @@ def evaluate_fairness(run_paths: list[Path], options: FairnessOptions = Fairness
             row["hidden_mean_gap"] = exact_mean_gap(
                 torch.as_tensor(features), torch.as_tensor(pred.labels), torch.as_tensor(groups)
             )
-            if o.erase and not missing:
-                row |= erased_reading(run, splits.train, features, pred.labels, groups, fit, score)
+            if (o.erase or o.erase_balanced) and not missing:
+                row |= erased_reading(run, splits.train, features, pred.labels, groups, fit, score, o.erase_balanced)
             if not missing and np.isnan(row["probe_f1"]):
                 warn(f"{path.name}: the probe's fitting half holds a single group; its F1 is NaN (use more examples)")
             protector = o.protector or PretrainedTerms.of(run.cfg.method).protect_with
