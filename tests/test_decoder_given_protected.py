@@ -114,4 +114,12 @@ def test_rows_of_a_decoder_given_the_attribute_name_it():
     assert run_variant(build_config(overrides=["method.name=redecnn", GIVEN])) == "g(h, a)"
     with_adversary = build_config(overrides=["method.name=redecnn", GIVEN, "method.protect_adversary_weight=0.1"])
     assert run_variant(with_adversary) == "g(h, a), adversary 0.1"
+    standardised = build_config(
+        overrides=[
+            "method.name=redecnn",
+            "method.protect_adversary_weight=1",
+            "method.protect_adversary_standardised=true",
+        ]
+    )
+    assert run_variant(standardised) == "adversary 1 (standardised)"
     assert run_variant(build_config(overrides=["method.name=standard", GIVEN])) == "none"  # no decoder to give it to

@@ -96,8 +96,8 @@ def _pretrained_arch(path: Path) -> str:
 
 def run_variant(cfg: RunConfig) -> str:
     """'none', or the pretrained-model terms and the terms on h_L a run was trained with: 'Eq. 7: linear',
-    'direct: resnet18', 'Eq. 8', 'adversary 1', 'mean match 1' (their weights); 'g(h, a)' first for a decoder given
-    the protected attribute."""
+    'direct: resnet18', 'Eq. 8', 'adversary 1' (with how it differs from the default: 'adversary 1 (standardised)'),
+    'mean match 1' (their weights); 'g(h, a)' first for a decoder given the protected attribute."""
     terms = PretrainedTerms.of(cfg.method)
     parts = []
     if cfg.train.group_balance:
@@ -111,7 +111,13 @@ def run_variant(cfg: RunConfig) -> str:
         parts.append("Eq. 8")
     adversary = AdversaryTerms.of(cfg.method)
     if adversary.adversary_on:
-        parts.append(f"adversary {adversary.protect_adversary_weight:g}")
+        ways = [
+            "confusion" if adversary.protect_adversary_objective == "confusion" else "",
+            "" if adversary.protect_adversary_given_label else "without the label",
+            "standardised" if adversary.protect_adversary_standardised else "",
+        ]
+        ways = ", ".join(w for w in ways if w)
+        parts.append(f"adversary {adversary.protect_adversary_weight:g}" + (f" ({ways})" if ways else ""))
     if adversary.mean_match_on:
         parts.append(f"mean match {adversary.protect_mean_match_weight:g}")
     return ", ".join(parts) or "none"
