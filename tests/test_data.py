@@ -137,6 +137,29 @@ def test_celeba_reads_attributes_partition_and_images(celeba_root: Path):
     assert xb.shape == (4, 3, 64, 64) and yb.shape == (4, 40)
 
 
+def test_celeba_faces_are_decoded_once_and_read_back_unchanged(celeba_root: Path, monkeypatch: pytest.MonkeyPatch):
+    from decnn_cli.data import celeba
+
+    folder = celeba_root / "celeba"
+    files = sorted(p.name for p in (folder / "img_align_celeba").glob("*.jpg"))[:4]
+    decoded = []
+    real_decode = celeba.decode_face
+    monkeypatch.setattr(celeba, "decode_face", lambda path: decoded.append(path.name) or real_decode(path))
+    faces = celeba.CelebAFaces(folder, files, torch.zeros(len(files), dtype=torch.long), None)
+    first = [faces[i][0] for i in range(len(files))]
+    again = [faces[i][0] for i in range(len(files))]
+    assert decoded == files
+    for x, y, name in zip(first, again, files, strict=True):
+        assert x.dtype == torch.float32 and x.shape == (3, 64, 64) and x.min() >= 0 and x.max() <= 1
+        assert torch.equal(x, y) and torch.equal(x, real_decode(folder / "img_align_celeba" / name).float() / 255)
+
+    monkeypatch.setattr(celeba, "CACHE_LIMIT_BYTES", 0)
+    decoded.clear()
+    uncached = celeba.CelebAFaces(folder, files, torch.zeros(len(files), dtype=torch.long), None)
+    assert all(torch.equal(uncached[i][0], first[i]) for i in (0, 0, 1))
+    assert decoded == [files[0], files[0], files[1]]
+
+
 def test_celeba_single_target_negated_with_protected_groups(celeba_root: Path):
     cfg = DataConfig(name="celeba", root=celeba_root, target="No_Beard", negate_target=True, protected="Bald")
     splits = load_splits(cfg)
