@@ -122,4 +122,14 @@ def test_rows_of_a_decoder_given_the_attribute_name_it():
         ]
     )
     assert run_variant(standardised) == "adversary 1 (standardised)"
+    every_way = build_config(
+        overrides=[
+            "method.name=redecnn",
+            "method.protect_adversary_weight=1",
+            "method.protect_adversary_objective=confusion",
+            "method.protect_adversary_given_label=false",
+            "method.protect_adversary_standardised=true",
+        ]
+    )
+    assert run_variant(every_way) == "adversary 1 (confusion, without the label, standardised)"
     assert run_variant(build_config(overrides=["method.name=standard", GIVEN])) == "none"  # no decoder to give it to

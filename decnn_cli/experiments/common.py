@@ -111,12 +111,12 @@ def run_variant(cfg: RunConfig) -> str:
         parts.append("Eq. 8")
     adversary = AdversaryTerms.of(cfg.method)
     if adversary.adversary_on:
-        ways = [
-            "confusion" if adversary.protect_adversary_objective == "confusion" else "",
-            "" if adversary.protect_adversary_given_label else "without the label",
-            "standardised" if adversary.protect_adversary_standardised else "",
-        ]
-        ways = ", ".join(w for w in ways if w)
+        differs = {
+            "confusion": adversary.protect_adversary_objective == "confusion",
+            "without the label": not adversary.protect_adversary_given_label,
+            "standardised": adversary.protect_adversary_standardised,
+        }
+        ways = ", ".join(way for way, on in differs.items() if on)
         parts.append(f"adversary {adversary.protect_adversary_weight:g}" + (f" ({ways})" if ways else ""))
     if adversary.mean_match_on:
         parts.append(f"mean match {adversary.protect_mean_match_weight:g}")
