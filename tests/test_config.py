@@ -37,6 +37,16 @@ def test_bad_value_names_the_field():
         build_config(overrides=["method.alpha=1.5"])
 
 
+def test_batch_size_auto_follows_the_training_split_size_and_a_bad_one_is_named():
+    auto = build_config(overrides=["data.batch_size='auto'"]).data
+    assert (auto.batch_for(4_999), auto.batch_for(5_000)) == (32, 128)
+    assert build_config(overrides=["data.batch_size=64"]).data.batch_for(10) == 64  # a number is kept as given
+    assert build_config().data.batch_size == 32  # the bundled digits' own default: 1,293 examples, as "auto" gives
+    for bad in ("0", "-3", "'big'", "1.5"):
+        with pytest.raises(ConfigError, match=r"data\.batch_size: batch_size must be a positive number or 'auto'"):
+            build_config(overrides=[f"data.batch_size={bad}"])
+
+
 def test_unknown_method_and_dataset_list_valid_names():
     with pytest.raises(ConfigError, match="unknown method 'foo'.*redecnn"):
         build_config(overrides=["method.name=foo"])

@@ -230,7 +230,11 @@ def test_decnn_train_on_a_folder_trains_evaluates_and_names_its_run(runner, tmp_
     assert run.name.startswith("folder-my-shapes__redecnn__seed0__")
     metrics = pd.read_json(run / "metrics.json", typ="series")
     assert any("3x16x16" in note for note in metrics["data_notes"]) and metrics["test_examples"] == 12
-    assert "folder:" in (run / "config.toml").read_text()
+    # A folder's size is known once read: its batch follows the rule (43 training images: 32, so 2 steps an epoch).
+    assert metrics["batch_size"] == 32 and metrics["steps"] == 2
+    assert any("data.batch_size = auto: 43 training examples" in note for note in metrics["data_notes"])
+    config = (run / "config.toml").read_text()
+    assert "folder:" in config and 'batch_size = "auto"' in config
     out = tmp_path / "results"
     result = runner.invoke(
         app, ["eval-ood", str(run), "-o", "patches", "-o", "corrupt:fog", "--results", str(out), "-q"]

@@ -120,7 +120,7 @@ def test_an_attribute_without_positives_in_train_keeps_weight_one_with_a_warning
     spec = DataSpec("toy", (1, 2, 2), 3, "multilabel", ("Bald", "Smiling", "Young"), (0.5,), (0.5,))
     labels = torch.tensor([[0, 1, 1], [0, 0, 1], [0, 0, 1], [0, 0, 0]])
     train = TensorDataset(torch.zeros(4, 1, 2, 2), labels)
-    head, notes = task_head(_tiny("train.pos_weight=balanced"), Splits(spec, train, train, train))
+    head, notes = task_head(_tiny("train.pos_weight=balanced"), Splits(spec, train, train, train), 32)
     assert head.pos_weight == pytest.approx((1.0, 3.0, 1 / 3))
     assert len(notes) == 1 and notes[0].startswith("train.pos_weight=balanced: Bald has a single value")
 
@@ -137,7 +137,7 @@ def test_a_two_class_task_whose_rare_class_averages_under_one_a_batch_is_pointed
         labels = (torch.arange(n) < positives).long()
         train = TensorDataset(torch.zeros(n, 1, 2, 2), labels)
         cfg = _tiny("train.pos_weight=balanced", "data.batch_size=32")
-        return task_head(cfg, Splits(spec, train, train, train))[1]
+        return task_head(cfg, Splits(spec, train, train, train), cfg.data.batch_for(n))[1]
 
     (note,) = notes_for(10)  # 10 of 640: 0.5 a batch of 32
     assert "yes (Bald) is 10 of 640 training examples, 0.50 a batch of 32" in note

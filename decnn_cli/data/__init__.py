@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from decnn_cli.data import sources
 from decnn_cli.errors import DecnnError
@@ -42,7 +42,8 @@ class DatasetEntry:
     summary: str
     load: Callable[[DataConfig], Splits]
     needs_root: bool
-    batch_size: int = 128
+    # A named dataset's is a number: what "auto" gives for its usual training split (the full CelebA is the exception).
+    batch_size: int | Literal["auto"] = 128
     epochs: int = 10
     reads: frozenset[str] = frozenset()
     multilabel: bool = False
@@ -143,12 +144,14 @@ PREFIXED: dict[str, DatasetEntry] = {
         "an image-folder tree (one subfolder per class; train/, val/, test/ when present) or MNIST-style IDX files",
         _loader("folder"),
         False,
+        batch_size="auto",
         reads=IMAGE_OPTIONS,
     ),
     sources.TORCHVISION: DatasetEntry(
         "a dataset of torchvision.datasets, read from the data root in torchvision's layout",
         _loader("folder", "load_torchvision"),
         True,
+        batch_size="auto",
         reads=IMAGE_OPTIONS,
     ),
 }

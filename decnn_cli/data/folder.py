@@ -104,8 +104,9 @@ def target_shape(cfg: DataConfig, native: Shape) -> tuple[Shape, str]:
     channels = cfg.channels or native[0]
     size = cfg.image_size or native[1:]
     shape = (channels, size[0], size[1])
-    size = "data.image_size" if cfg.image_size else "the first training image's size"
-    return shape, f"{size}; {'data.channels' if cfg.channels else 'the first training image channels'}"
+    size_from = "data.image_size" if cfg.image_size else "the first training image's size"
+    channels_from = "data.channels" if cfg.channels else "the first training image's channels"
+    return shape, f"{size_from}; {channels_from}"
 
 
 class ImageFiles(Dataset):

@@ -15,7 +15,7 @@ from torch.utils.data import DistributedSampler
 
 from decnn_cli import distributed, engine, metrics, plots
 from decnn_cli.adversary import GroupAdversary, attach_adversary
-from decnn_cli.config import RunConfig, TrainConfig, dump_toml
+from decnn_cli.config import SMALL_TRAINING_SET, RunConfig, TrainConfig, dump_toml
 from decnn_cli.data import load_splits
 from decnn_cli.data.spec import DataSpec, Splits
 from decnn_cli.data.splitting import group_balanced_sampler, labels_of, make_loader
@@ -67,7 +67,7 @@ def train(
         distributed.teardown(dctx)
 
 
-def task_head(cfg: RunConfig, splits: Splits) -> tuple[TaskHead, list[str]]:
+def task_head(cfg: RunConfig, splits: Splits, batch_size: int) -> tuple[TaskHead, list[str]]:
     """The run's task head, with the positive weights ``train.pos_weight`` asks for counted once on the training
     split, and a warning for every output those weights cannot balance (no positive, or no negative, in train) or
     balance only noisily (a two-class task's rare class under one example a batch)."""
@@ -88,7 +88,7 @@ def task_head(cfg: RunConfig, splits: Splits) -> tuple[TaskHead, list[str]]:
         for i in one_valued
     ]
     if spec.task == "multiclass":
-        notes += rare_class_note(labels, cfg.data.batch_size, names[0], weights[0])
+        notes += rare_class_note(labels, batch_size, names[0], weights[0])
     return TaskHead(spec.task, weights), notes
 
 
@@ -136,9 +136,16 @@ def _train(
     engine.seed_everything(cfg.train.seed)
     precision = engine.resolve_precision(cfg.train, device)  # what engine.fit trains in; the test split follows
     splits = load_splits(cfg.data)
+    batch_size = cfg.data.batch_for(len(splits.train))
+    if cfg.data.batch_size == "auto":
+        rule = "under" if batch_size == 32 else "not under"
+        splits.notes.append(
+            f"batch size {batch_size} (data.batch_size = auto: {len(splits.train):,} training examples, {rule} "
+            f"{SMALL_TRAINING_SET:,})"
+        )
     method = get_method(cfg.method.name)
     settings = method.settings_of(cfg)
-    task, pos_weight_notes = task_head(cfg, splits)
+    task, pos_weight_notes = task_head(cfg, splits, batch_size)
     model = engine.accelerate(method.build(cfg.model, settings, splits.spec).to(device), cfg.train, device)
     ctx = LossContext(settings, task, num_train=len(splits.train))
     from decnn_cli.composition import attach_pretrained_terms
@@ -160,7 +167,7 @@ def _train(
         torch.manual_seed(cfg.train.seed + dctx.rank)  # same initial weights (DDP broadcasts rank 0's), own paths
     train_loader = make_loader(
         splits.train,
-        distributed.shard_batch_size(cfg.data.batch_size, dctx),
+        distributed.shard_batch_size(batch_size, dctx),
         shuffle=True,
         seed=cfg.train.seed,
         num_workers=cfg.data.num_workers,
@@ -208,6 +215,7 @@ def _train(
             "seed": cfg.train.seed,
             "epochs": train_cfg.epochs,
             "steps": train_cfg.epochs * len(train_loader),
+            "batch_size": batch_size,
             "device": str(device),
             "precision": precision,
             "world_size": dctx.world_size,

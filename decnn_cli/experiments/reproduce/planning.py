@@ -148,7 +148,7 @@ def _min_steps_idle(cfg: RunConfig, dataset: DatasetEntry) -> bool:
     size = dataset.train_examples(cfg.data) if dataset.train_examples is not None else None
     if size is None:
         return False
-    return cfg.train.epochs * math.ceil(size / cfg.data.batch_size) >= cfg.train.min_steps
+    return cfg.train.epochs * math.ceil(size / cfg.data.batch_for(size)) >= cfg.train.min_steps
 
 
 def config_hash(cfg: RunConfig) -> str:
