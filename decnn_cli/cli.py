@@ -110,7 +110,8 @@ def train(
             "--dataset",
             "-d",
             help="Dataset to train on: a name of `decnn datasets`, folder:PATH (an image-folder tree, one subfolder "
-            "per class, or MNIST-style IDX files) or torchvision:NAME (e.g. torchvision:KMNIST, from the data root).",
+            "per class; a tree of WAV files, as log-mel spectrograms; or MNIST-style IDX files) or torchvision:NAME "
+            "(e.g. torchvision:KMNIST, from the data root).",
         ),
     ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Classifier: mlp, cnn, linear or resnet18.")] = None,

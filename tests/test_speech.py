@@ -536,3 +536,73 @@ def test_real_fsdd_uses_its_index_split_and_fills_every_mel_row():
     assert f"speakers ({len(speakers)}): {', '.join(speakers)}" in splits.notes
     rows = splits.train.tensors[0][:, 0].mean(dim=(0, 2))  # (32,) mean of each mel row over clips and frames
     assert float(rows.min()) > 0.03, rows  # over 0-8 kHz the five rows above 4 kHz average about 0.001
+
+
+# folder:PATH of WAV files ------------------------------------------------------------------------------
+
+
+WORDS = ("left", "right", "yes")
+
+
+def write_word_tree(root: Path, speakers: int = 4, takes: int = 5, lists: bool = False) -> Path:
+    """Speech Commands' layout: <word>/<speaker>_nohash_<take>.wav, 8 kHz for speaker 0 and 16 kHz for the others,
+    pitch by word; a _background_noise_ folder that is not a class; with ``lists``, validation_list.txt (speaker
+    1) and testing_list.txt (speaker 2) as Speech Commands names its splits."""
+    for w, word in enumerate(WORDS):
+        for s in range(speakers):
+            rate = 8_000 if s == 0 else 16_000
+            for take in range(takes):
+                clip = tone(300 + 500 * w, 0.4 + 0.05 * take, rate, amplitude=0.1 + 0.2 * s)
+                write_wav(root / word / f"spk{s}_nohash_{take}.wav", clip, rate)
+    write_wav(root / "_background_noise_" / "noise.wav", tone(50, 3.0, 16_000), 16_000)
+    (root / "LICENSE").write_text("not a clip\n")
+    if lists:
+        for name, speaker in (("validation_list.txt", 1), ("testing_list.txt", 2)):
+            lines = [f"{word}/spk{speaker}_nohash_{t}.wav" for word in WORDS for t in range(takes)]
+            (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _folder_cfg(root: Path, *updates: tuple[str, object]) -> DataConfig:
+    return DataConfig(name=f"folder:{root}", **dict(updates))
+
+
+def test_a_folder_of_wav_class_folders_follows_speech_commands_lists_as_spectrograms(tmp_path: Path):
+    root = write_word_tree(tmp_path / "commands", lists=True)
+    splits = load_splits(_folder_cfg(root))
+    assert splits.spec.output_names == WORDS and splits.spec.in_shape == (1, 32, 32)  # no _background_noise_
+    assert [len(s) for s in (splits.train, splits.val, splits.test)] == [30, 15, 15]  # speakers 0+3 / 1 / 2
+    first_test = speech.wav_log_mel(root / "left/spk2_nohash_0.wav", f_max=4000.0)  # 0-4 kHz: speaker 0 is 8 kHz
+    assert torch.equal(splits.test.tensors[0][0], first_test)
+    notes = " ".join(splits.notes)
+    assert "validation_list.txt and testing_list.txt" in notes and "8000 Hz (15 clips), 16000 Hz (45 clips)" in notes
+    assert "mel range 0-4000 Hz" in notes
+    assert (root / speech.CACHE_NAME).is_file()  # computed once, as for the named speech datasets
+
+
+def test_a_folder_of_wav_class_folders_without_lists_splits_every_class_and_says_speakers_may_mix(tmp_path: Path):
+    root = write_word_tree(tmp_path / "words", speakers=5, takes=4)
+    splits = load_splits(_folder_cfg(root, ("val_fraction", 0.25)))
+    assert [len(s) for s in (splits.train, splits.val, splits.test)] == [36, 12, 12]
+    for part in (splits.train, splits.val, splits.test):  # stratified: every class in every split, evenly
+        assert torch.bincount(part.tensors[1], minlength=3).tolist() == [len(part) // 3] * 3
+    assert "a speaker may be in two splits" in " ".join(splits.notes)
+    with pytest.raises(DecnnError, match="holds sound.*drop data.image_size"):
+        load_splits(_folder_cfg(root, ("image_size", 32)))
+
+
+def test_decnn_train_on_a_folder_of_wavs_trains_redecnn_and_a_folder_of_neither_is_named(runner, tmp_path: Path):
+    root = write_word_tree(tmp_path / "words", lists=True)
+    out = tmp_path / "runs"
+    tiny = ["train.epochs=1", "model.depth=2", "model.width=16", "model.decoder_width=32", "method.recursion_depth=2"]
+    args = ["train", "--dataset", f"folder:{root}", "--method", "redecnn", "--out", str(out), "-q"]
+    result = runner.invoke(app, args + [a for s in tiny for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(next(out.iterdir()).joinpath("metrics.json").read_text())
+    assert metrics["train_examples"] == 30 and metrics["batch_size"] == 32
+    assert any("log-mel spectrograms" in note for note in metrics["data_notes"])
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "a.txt").write_text("x")
+    result = runner.invoke(app, ["train", "--dataset", f"folder:{empty}", "--out", str(out), "-q"])
+    assert result.exit_code == 2 and "holds no image" in result.output and "no WAV file" in result.output

@@ -141,7 +141,9 @@ DATASETS: dict[str, DatasetEntry] = {
 IMAGE_OPTIONS = frozenset({"image_size", "channels"})
 PREFIXED: dict[str, DatasetEntry] = {
     sources.FOLDER: DatasetEntry(
-        "an image-folder tree (one subfolder per class; train/, val/, test/ when present) or MNIST-style IDX files",
+        "an image-folder tree (one subfolder per class; train/, val/, test/ when present), a tree of WAV files "
+        "as 32x32 log-mel spectrograms (the same layout, or Speech Commands' with its split lists) or MNIST-style "
+        "IDX files",
         _loader("folder"),
         False,
         batch_size="auto",

@@ -1,4 +1,5 @@
-"""Data of one's own: ``folder:PATH`` (an image-folder tree, or MNIST-style IDX files) and ``torchvision:NAME``
+"""Data of one's own: ``folder:PATH`` (an image-folder tree, or MNIST-style IDX files; a tree of WAV files is
+``decnn_cli.data.sound_folder``'s) and ``torchvision:NAME``
 (a dataset of ``torchvision.datasets``), converted to one input shape; and folders of outlier images.
 
 An image-folder tree has one subfolder per class (torchvision's ``ImageFolder`` layout, found by its own
@@ -149,7 +150,7 @@ def _stats(dataset: Dataset, seed: int) -> tuple[tuple[float, ...], tuple[float,
 # --- folder:PATH ----------------------------------------------------------------------------------------
 
 
-def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str, where: str) -> tuple[list, list]:
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int, what: str, where: str) -> tuple[list, list]:
     """Indices (kept, held out) of a seeded split that holds out ``fraction`` of every class (scikit-learn's)."""
     from sklearn.model_selection import train_test_split
 
@@ -217,9 +218,13 @@ def _idx_folder(folder: Path, name: str) -> dict[str, TensorDataset]:
 
 def load(cfg: DataConfig) -> Splits:
     """The splits of ``folder:PATH``: an IDX folder if it holds IDX image files, else an image-folder tree."""
-    folder = sources.check_folder(cfg.name, "to train on")
+    folder = sources.check_folder(cfg.name, "to train on", sound=True)
     if sources.idx_image_files(folder):
         return _load_idx(cfg, folder)
+    if not sources.holds_images(folder):  # WAV files only (check_folder): spectrograms, as the speech datasets
+        from decnn_cli.data import sound_folder
+
+        return sound_folder.load(cfg, folder)
     classes, found = _tree(folder, cfg.name)
     first = read_image(Path(found["train"][0][0]))
     shape, origin = target_shape(cfg, tuple(first.shape))  # type: ignore[arg-type]
@@ -235,7 +240,7 @@ def load(cfg: DataConfig) -> Splits:
             how.append(f"{split}/ as given")
             continue
         train_files, train_labels = parts["train"]
-        kept, held = _stratified(train_labels, fraction, seed, split, cfg.name)
+        kept, held = stratified_split(train_labels, fraction, seed, split, cfg.name)
         parts[split] = ([train_files[i] for i in held], train_labels[held])
         parts["train"] = ([train_files[i] for i in kept], train_labels[kept])
         how.append(f"{split}: {fraction:g} of each class of the training images (stratified, seed {seed})")
@@ -250,7 +255,7 @@ def _load_idx(cfg: DataConfig, folder: Path) -> Splits:
     x_train, y_train = raw["train"].tensors
     x_test, y_test = raw["test"].tensors
     train_all = TensorDataset(fit_shape(x_train.float() / 255.0, shape), y_train)
-    kept, held = _stratified(y_train, cfg.val_fraction, cfg.split_seed, "val", cfg.name)
+    kept, held = stratified_split(y_train, cfg.val_fraction, cfg.split_seed, "val", cfg.name)
     data = {
         "train": TensorDataset(*(t[kept] for t in train_all.tensors)),
         "val": TensorDataset(*(t[held] for t in train_all.tensors)),

@@ -1,6 +1,6 @@
 """Data sources by prefix, one resolver for ``--dataset`` and ``--outlier``: a registered name (``decnn
-datasets``), ``folder:PATH`` (an image-folder tree or a folder of IDX files) or ``torchvision:NAME`` (a dataset of
-``torchvision.datasets`` read from the data root).
+datasets``), ``folder:PATH`` (an image-folder tree, a tree of WAV files or a folder of IDX files) or
+``torchvision:NAME`` (a dataset of ``torchvision.datasets`` read from the data root).
 
 Everything here is checked without torch, so that a misspelt name or a missing folder fails at once, before any
 model or dataset is loaded. Outlier sets have more forms than datasets: ``patches``, ``corrupt:<name>[@severity]``,
@@ -25,6 +25,7 @@ ATTACK = "attack:"
 
 # Images of an image-folder tree: the suffixes torchvision's ImageFolder reads (png, jpg, jpeg and bmp among them).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SOUND_SUFFIXES = (".wav",)
 IDX_IMAGES = "-images-idx3-ubyte"
 IDX_LABELS = "-labels-idx1-ubyte"
 
@@ -130,12 +131,18 @@ def _hint(name: str) -> str:
     return f" (did you mean torchvision:{key}?)" if key else ""
 
 
-def _walk_images(path: Path) -> bool:
-    """Whether any image file lies under ``path`` (stops at the first)."""
-    for _, _, files in os.walk(path, followlinks=True):
-        if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
-            return True
-    return False
+def _holds(path: Path, suffixes: tuple[str, ...]) -> bool:
+    """Whether any file ending in one of ``suffixes`` lies under ``path`` (stops at the first)."""
+    return any(any(f.lower().endswith(suffixes) for f in files) for _, _, files in os.walk(path, followlinks=True))
+
+
+def holds_images(path: Path) -> bool:
+    return _holds(path, IMAGE_SUFFIXES)
+
+
+def holds_sound(path: Path) -> bool:
+    """Whether a WAV file lies under ``path``: a folder of sound that ``folder:`` trains on as spectrograms."""
+    return _holds(path, SOUND_SUFFIXES)
 
 
 def idx_image_files(path: Path) -> list[Path]:
@@ -148,18 +155,21 @@ def idx_image_files(path: Path) -> list[Path]:
     return [found[stem] for stem in sorted(found)]
 
 
-def check_folder(name: str, purpose: str) -> Path:
-    """The folder of ``folder:PATH``, checked: it exists and holds images (or IDX image files)."""
+def check_folder(name: str, purpose: str, sound: bool = False) -> Path:
+    """The folder of ``folder:PATH``, checked: it exists and holds images (or IDX image files, or with ``sound``
+    WAV files)."""
     path = folder_path(name)
+    trees = "an image-folder tree" + (" or a tree of WAV files" if sound else "")
     if not path.is_dir():
         raise DecnnError(
-            f"{name}: {path} is not a folder; give an image-folder tree (one subfolder per class) or a folder of "
+            f"{name}: {path} is not a folder; give {trees} (one subfolder per class) or a folder of "
             f"IDX files (*{IDX_IMAGES}, raw or .gz) {purpose}"
         )
-    if not idx_image_files(path) and not _walk_images(path):
+    if not idx_image_files(path) and not holds_images(path) and not (sound and holds_sound(path)):
+        wav = ", no WAV file" if sound else ""
         raise DecnnError(
-            f"{name}: {path} holds no image ({', '.join(IMAGE_SUFFIXES)}) and no IDX file (*{IDX_IMAGES}[.gz]); "
-            f"point it at the images {purpose}"
+            f"{name}: {path} holds no image ({', '.join(IMAGE_SUFFIXES)}){wav} and no IDX file "
+            f"(*{IDX_IMAGES}[.gz]); point it at the {'data' if sound else 'images'} {purpose}"
         )
     return path
 
@@ -169,7 +179,7 @@ def check_dataset(name: str) -> str:
     try:
         canonical = canonical_dataset(name)
         if canonical.startswith(FOLDER):
-            check_folder(canonical, "to train on")
+            check_folder(canonical, "to train on", sound=True)
     except DecnnError as err:
         raise ConfigError(f"invalid configuration at data.name: {err}") from None
     return canonical

@@ -272,7 +272,7 @@ def _capped_indices(n: int, limit: int | None, seed: int) -> list[int]:
     return index.tolist()
 
 
-def _cap_lists(
+def cap_lists(
     files: dict[str, list[str]], labels: dict[str, list[int]], cfg: DataConfig
 ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
     """The train/val/test file lists and labels, each capped at ``cfg.subset`` (seeded; a no-op when applied
@@ -285,7 +285,7 @@ def _cap_lists(
     return kept_files, kept_labels
 
 
-def _splits(
+def spectrogram_splits(
     name: str,
     folder: Path,
     files: dict[str, list[str]],
@@ -297,7 +297,7 @@ def _splits(
 ) -> Splits:
     """Spectrogram TensorDatasets (mel range 0 Hz to ``f_max``) for the train/val/test file lists, each capped
     at ``cfg.subset``."""
-    files, labels = _cap_lists(files, labels, cfg)
+    files, labels = cap_lists(files, labels, cfg)
     data = {}
     for split in ("train", "val", "test"):
         x = spectrograms(folder, files[split], f"{name} {split}", f_max)
@@ -381,7 +381,7 @@ def load_audiomnist(cfg: DataConfig) -> Splits:
         files[split] = [path for path, _ in members]
         labels[split] = [digit for _, digit in members]
     notes = [f"speakers: train {train}, val {val}, test {test}"]
-    return _splits("audiomnist", folder, files, labels, cfg, tuple(str(d) for d in range(10)), notes)
+    return spectrogram_splits("audiomnist", folder, files, labels, cfg, tuple(str(d) for d in range(10)), notes)
 
 
 # Fluent Speech Commands ---------------------------------------------------------------------------------
@@ -432,7 +432,7 @@ def load_fluent(cfg: DataConfig) -> Splits:
             f"put the dataset's wavs/ folder there"
         )
     notes = ["Fluent's official valid split is the validation set (val_fraction is not used)"]
-    return _splits("fluent", folder, files, labels, cfg, ACTIONS, notes)
+    return spectrogram_splits("fluent", folder, files, labels, cfg, ACTIONS, notes)
 
 
 # Free Spoken Digit Dataset ------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ def load_fsdd(cfg: DataConfig) -> Splits:
     by_path = {clip.path: clip for clip in clips}
     files = {split: [clip.path for clip in members] for split, members in chosen.items()}
     labels = {split: [clip.digit for clip in members] for split, members in chosen.items()}
-    files, labels = _cap_lists(files, labels, cfg)
+    files, labels = cap_lists(files, labels, cfg)
     used = {split: [by_path[path] for path in paths] for split, paths in files.items()}
     notes = _fsdd_notes(used, rates, f_max, cfg, ignored)
-    return _splits("fsdd", folder, files, labels, cfg, tuple(str(d) for d in range(10)), notes, f_max)
+    return spectrogram_splits("fsdd", folder, files, labels, cfg, tuple(str(d) for d in range(10)), notes, f_max)
