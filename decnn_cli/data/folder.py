@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -167,10 +168,18 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int, what: str
     return sorted(kept.tolist()), sorted(held.tolist())
 
 
-def _tree(folder: Path, name: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The classes of an image-folder tree and the (file, class) pairs of each split folder it has."""
+def class_tree(
+    folder: Path,
+    name: str,
+    suffixes: tuple[str, ...] = sources.IMAGE_SUFFIXES,
+    is_class: Callable[[os.DirEntry], bool] = os.DirEntry.is_dir,
+) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """The classes of a class-folder tree (the subfolders ``is_class`` accepts; torchvision's ``find_classes`` by
+    default) and the (file, class) pairs of each split folder it has: the files ending in ``suffixes`` (images by
+    default), found by torchvision's ``make_dataset``."""
     from torchvision.datasets.folder import find_classes, make_dataset
 
+    what = "images" if suffixes == sources.IMAGE_SUFFIXES else f"{'/'.join(suffixes)} files"
     splits = {s: folder / s for s in SPLITS if (folder / s).is_dir()}
     if splits and "train" not in splits:
         raise DecnnError(
@@ -178,23 +187,29 @@ def _tree(folder: Path, name: str) -> tuple[list[str], dict[str, list[tuple[str,
         )
     top = splits.get("train", folder)
     try:
-        classes, class_to_idx = find_classes(top)
+        if is_class is os.DirEntry.is_dir:
+            classes, class_to_idx = find_classes(top)
+        else:
+            classes = sorted(e.name for e in os.scandir(top) if is_class(e))
+            class_to_idx = {c: i for i, c in enumerate(classes)}
+            if not classes:
+                raise FileNotFoundError
     except FileNotFoundError:
         raise DecnnError(
-            f"{name}: {top} holds no class subfolders; put each class's images in a folder of its own "
-            f"({top}/<class>/*.png)"
+            f"{name}: {top} holds no class subfolders of {what}; put each class's {what} in a folder of its own "
+            f"({top}/<class>/*{suffixes[0]})"
         ) from None
     found: dict[str, list[tuple[str, int]]] = {}
     for split, path in (splits or {"train": folder}).items():
-        others = sorted({e.name for e in os.scandir(path) if e.is_dir()} - set(classes))
+        others = sorted({e.name for e in os.scandir(path) if is_class(e)} - set(classes))
         if others:
             raise DecnnError(f"{name}: {path} has classes that train/ lacks ({', '.join(others)}); add them to train/")
         try:
-            found[split] = make_dataset(str(path), class_to_idx, extensions=sources.IMAGE_SUFFIXES, allow_empty=True)
+            found[split] = make_dataset(str(path), class_to_idx, extensions=suffixes, allow_empty=True)
         except FileNotFoundError as err:
-            raise DecnnError(f"{name}: {err}; put images ({', '.join(sources.IMAGE_SUFFIXES)}) there") from None
+            raise DecnnError(f"{name}: {err}; put {what} ({', '.join(suffixes)}) there") from None
         if not found[split]:
-            raise DecnnError(f"{name}: {path} holds no images in its class folders")
+            raise DecnnError(f"{name}: {path} holds no {what} in its class folders")
     return classes, found
 
 
@@ -225,7 +240,7 @@ def load(cfg: DataConfig) -> Splits:
         from decnn_cli.data import sound_folder
 
         return sound_folder.load(cfg, folder)
-    classes, found = _tree(folder, cfg.name)
+    classes, found = class_tree(folder, cfg.name)
     first = read_image(Path(found["train"][0][0]))
     shape, origin = target_shape(cfg, tuple(first.shape))  # type: ignore[arg-type]
 

@@ -22,27 +22,11 @@ from decnn_cli.data import sources, speech
 from decnn_cli.data.spec import Splits
 from decnn_cli.errors import DecnnError
 
-SPLITS = ("train", "val", "test")
-TEST_FRACTION = 0.2  # as for an image tree without test/
 SPEECH_COMMANDS_LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 
 
 def _is_class(entry: os.DirEntry) -> bool:
     return entry.is_dir() and not entry.name.startswith(("_", ".")) and sources.holds_sound(Path(entry.path))
-
-
-def _clips(where: Path, classes: list[str], folder: Path) -> list[tuple[str, int]]:
-    """(path relative to ``folder``, class index) of every WAV under ``where/<class>/``, at any depth, sorted."""
-    found = []
-    for label, name in enumerate(classes):
-        for root, dirs, files in os.walk(where / name, followlinks=True):
-            dirs.sort()
-            found += [
-                ((Path(root) / f).relative_to(folder).as_posix(), label)
-                for f in sorted(files)
-                if f.lower().endswith(sources.SOUND_SUFFIXES)
-            ]
-    return found
 
 
 def _listed(folder: Path, name: str) -> set[str]:
@@ -52,7 +36,7 @@ def _listed(folder: Path, name: str) -> set[str]:
 
 def load(cfg: DataConfig, folder: Path) -> Splits:
     """The splits of a ``folder:PATH`` that holds WAV files in class folders (see the module docstring)."""
-    from decnn_cli.data.folder import stratified_split
+    from decnn_cli.data.folder import SPLITS, TEST_FRACTION, class_tree, stratified_split
 
     name = cfg.name
     if cfg.image_size is not None or cfg.channels is not None:
@@ -60,23 +44,10 @@ def load(cfg: DataConfig, folder: Path) -> Splits:
             f"{name}: {folder} holds sound, whose clips become 1x32x32 log-mel spectrograms; drop data.image_size "
             "and data.channels"
         )
-    given = {s: folder / s for s in SPLITS if (folder / s).is_dir()}
-    if given and "train" not in given:
-        raise DecnnError(
-            f"{name}: {folder} has {'/, '.join(given)}/ but no train/; add train/ (one subfolder per class)"
-        )
-    top = given.get("train", folder)
-    classes = sorted(e.name for e in os.scandir(top) if _is_class(e))
-    if not classes:
-        raise DecnnError(
-            f"{name}: {top} holds no class folder with WAV files; put each class's clips in a folder of its own "
-            f"({top}/<class>/*.wav)"
-        )
-    for where in given.values():
-        others = sorted({e.name for e in os.scandir(where) if _is_class(e)} - set(classes))
-        if others:
-            raise DecnnError(f"{name}: {where} has classes that train/ lacks ({', '.join(others)}); add them to train/")
-    found = {split: _clips(where, classes, folder) for split, where in (given or {"train": folder}).items()}
+    classes, tree = class_tree(folder, name, sources.SOUND_SUFFIXES, _is_class)
+    # paths relative to the folder: the keys of its spectrogram cache and of Speech Commands' lists
+    found = {split: [(Path(p).relative_to(folder).as_posix(), c) for p, c in pairs] for split, pairs in tree.items()}
+    given = [split for split in SPLITS if (folder / split).is_dir()]
     how = [f"{split}/ as given" for split in given if split != "train"]
     lists = {split: folder / file for split, file in SPEECH_COMMANDS_LISTS.items()}
     if not given and all(path.is_file() for path in lists.values()):
