@@ -91,7 +91,8 @@ class DataConfig(_Section):
     image_size: tuple[int, int] | None = Field(
         None,
         description="folder: and torchvision: datasets: every image resized to [height, width] (one number: a "
-        "square; bilinear, antialiased). Unset: the size of the first training image.",
+        "square; bilinear, antialiased). Unset: the size of the first training image, scaled down (aspect kept) to at "
+        "most 64 on its longer side.",
     )
     channels: Literal[1, 3] | None = Field(
         None,

@@ -161,6 +161,15 @@ def test_an_image_tree_is_split_by_class_and_converted_to_the_configured_shape(t
     assert native.test.files != other.test.files
 
 
+def test_large_images_default_to_64_on_their_longer_side_unless_a_size_is_set(tmp_path: Path):
+    tree = write_tree(tmp_path / "photos", classes=2, per_class=5, size=(218, 178))
+    splits = load_splits(_cfg(f"folder:{tree}").data)
+    assert splits.spec.in_shape == (3, 64, 52) and "218x178 scaled to 64" in splits.notes[1]
+    assert splits.train[0][0].shape == (3, 64, 52)
+    kept = load_splits(_cfg(f"folder:{tree}", "data.image_size=[109, 89]").data)
+    assert kept.spec.in_shape == (3, 109, 89) and "scaled" not in kept.notes[1]
+
+
 def test_train_val_test_folders_are_used_as_given(tmp_path: Path):
     root = tmp_path / "given"
     write_tree(root / "train", per_class=10)

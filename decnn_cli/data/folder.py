@@ -7,7 +7,8 @@ An image-folder tree has one subfolder per class (torchvision's ``ImageFolder`` 
 when present and a split that is missing is split off the training images, stratified by class and seeded by
 ``data.split_seed``. An IDX folder holds ``train-`` and ``t10k-images-idx3-ubyte`` with their ``labels-idx1-ubyte``
 (raw or ``.gz``). Images are converted to ``data.channels`` and ``data.image_size`` (default: the first training
-image's) and read lazily, so a tree need not fit in memory; the shape and how it was reached are in the run's notes.
+image's, at most 64 on its longer side) and read lazily, so a tree need not fit in memory; the shape and how it was
+reached are in the run's notes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ SPLITS = ("train", "val", "test")
 TEST_FRACTION = 0.2
 # Training images (a seeded sample) that the per-channel mean and std of the model's normalisation are measured on.
 STATS_IMAGES = 2000
+# Longest side of the default input size: larger images are scaled down unless data.image_size says otherwise. An
+# MLP's first layer and its decoder's last grow with the pixel count (3x218x178 photos: 90M parameters, ~4 s a
+# ReDecNN step on 2 CPU cores); 64 is the largest side of the paper's inputs (CelebA at 64x64).
+DEFAULT_MAX_SIDE = 64
 # PIL modes read as one grayscale channel; every other mode is read as RGB (alpha dropped, palettes expanded).
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "F")
 
@@ -101,12 +106,25 @@ def shape_name(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def default_size(native: tuple[int, int]) -> tuple[tuple[int, int], str]:
+    """The image size a run uses when ``data.image_size`` is unset: the first training image's, scaled down (aspect
+    kept) to at most ``DEFAULT_MAX_SIDE`` on its longer side."""
+    longer = max(native)
+    if longer <= DEFAULT_MAX_SIDE:
+        return native, "the first training image's size"
+    scale = DEFAULT_MAX_SIDE / longer
+    size = (max(1, round(native[0] * scale)), max(1, round(native[1] * scale)))
+    return size, (
+        f"the first training image's size {native[0]}x{native[1]} scaled to {DEFAULT_MAX_SIDE} on its longer side, "
+        "as data.image_size is unset"
+    )
+
+
 def target_shape(cfg: DataConfig, native: Shape) -> tuple[Shape, str]:
     """The input shape a run of ``cfg`` uses for images whose first is ``native``, and where it comes from."""
     channels = cfg.channels or native[0]
-    size = cfg.image_size or native[1:]
+    size, size_from = (cfg.image_size, "data.image_size") if cfg.image_size else default_size(native[1:])
     shape = (channels, size[0], size[1])
-    size_from = "data.image_size" if cfg.image_size else "the first training image's size"
     channels_from = "data.channels" if cfg.channels else "the first training image's channels"
     return shape, f"{size_from}; {channels_from}"
 
