@@ -170,6 +170,18 @@ def test_large_images_default_to_64_on_their_longer_side_unless_a_size_is_set(tm
     assert kept.spec.in_shape == (3, 109, 89) and "scaled" not in kept.notes[1]
 
 
+def test_a_class_too_small_to_split_is_named(tmp_path: Path):
+    tree = write_tree(tmp_path / "uneven", classes=2, per_class=10)
+    lonely = tree / "lonely"
+    lonely.mkdir()
+    shutil.copy(tree / "class_0" / "000.png", lonely / "only.png")
+    with pytest.raises(DecnnError, match=r"test split: .*'lonely' \(1\) has fewer; add examples to it"):
+        load_splits(_cfg(f"folder:{tree}").data)
+    shutil.copy(tree / "class_0" / "001.png", lonely / "second.png")  # 2: one to the test split, one left for val
+    with pytest.raises(DecnnError, match=r"val split: .*'lonely' \(1\)"):
+        load_splits(_cfg(f"folder:{tree}").data)
+
+
 def test_train_val_test_folders_are_used_as_given(tmp_path: Path):
     root = tmp_path / "given"
     write_tree(root / "train", per_class=10)

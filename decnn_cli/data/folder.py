@@ -169,11 +169,22 @@ def _stats(dataset: Dataset, seed: int) -> tuple[tuple[float, ...], tuple[float,
 # --- folder:PATH ----------------------------------------------------------------------------------------
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int, what: str, where: str) -> tuple[list, list]:
-    """Indices (kept, held out) of a seeded split that holds out ``fraction`` of every class (scikit-learn's)."""
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int, what: str, where: str, classes: list[str] | None = None
+) -> tuple[list, list]:
+    """Indices (kept, held out) of a seeded split that holds out ``fraction`` of every class (scikit-learn's);
+    ``classes`` names the labels in its errors."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
+    counts = Counter(labels.tolist())
+    few = sorted(c for c, n in counts.items() if n < 2)  # one to keep and one to hold out
+    if few:
+        named = ", ".join(f"{classes[c] if classes else c!r} ({counts[c]})" for c in few)
+        raise DecnnError(
+            f"{where}: cannot split off a {what} split: every class needs at least 2 examples left to split, and "
+            f"{named} has fewer; add examples to it, remove its folder, or give the split its own {what}/ folder"
+        )
     # At least one example of every class is held out: scikit-learn asks for as many as there are classes.
     count = max(math.ceil(fraction * len(labels)), len(labels.unique()))
     try:
@@ -273,7 +284,7 @@ def load(cfg: DataConfig) -> Splits:
             how.append(f"{split}/ as given")
             continue
         train_files, train_labels = parts["train"]
-        kept, held = stratified_split(train_labels, fraction, seed, split, cfg.name)
+        kept, held = stratified_split(train_labels, fraction, seed, split, cfg.name, classes)
         parts[split] = ([train_files[i] for i in held], train_labels[held])
         parts["train"] = ([train_files[i] for i in kept], train_labels[kept])
         how.append(f"{split}: {fraction:g} of each class of the training images (stratified, seed {seed})")

@@ -61,7 +61,7 @@ def load(cfg: DataConfig, folder: Path) -> Splits:
         if split in found:
             continue
         labels = torch.tensor([label for _, label in found["train"]])
-        kept, held = stratified_split(labels, fraction, cfg.split_seed, split, name)
+        kept, held = stratified_split(labels, fraction, cfg.split_seed, split, name, classes)
         found[split] = [found["train"][i] for i in held]
         found["train"] = [found["train"][i] for i in kept]
         seed = cfg.split_seed
