@@ -20,7 +20,10 @@ of training only: it is not saved with the model (the fairness evaluation fits i
 The mean gap asks for what a linear probe needs without a reader to train: a linear classifier of the attribute
 does no better than a constant one exactly when the groups' means of the representation are equal (Ravfogel et
 al. 2022; Belrose et al. 2023, LEACE). It is measured within each task class (the label given, as the adversary
-is by default), so that f need not hide the label where the attribute is correlated with it in training.
+is by default), so that f need not hide the label where the attribute is correlated with it in training. It may
+also be asked of every hidden layer (``protect_mean_match_layers = "every"``): with a decoder given the attribute,
+g(h, a), reconstruction no longer needs it in any h_l, and a first layer with equal group means is a property of
+f's weights, which carries to new inputs as h_L's trace of the attribute does not (results/README.md).
 """
 
 from __future__ import annotations
@@ -180,9 +183,10 @@ class MeanGap:
     nothing.
     """
 
-    def __init__(self, weight: float, momentum: float = 0.95):
+    def __init__(self, weight: float, momentum: float = 0.95, every_layer: bool = False):
         self.weight = weight
         self.momentum = momentum
+        self.every_layer = every_layer
         self.gaps: dict[tuple, torch.Tensor] = {}
         self.compared = False  # whether any class has held two groups yet
 
@@ -195,29 +199,32 @@ class MeanGap:
     def __call__(
         self, hidden: list[torch.Tensor], y: torch.Tensor, groups: torch.Tensor, member: int = 0
     ) -> dict[str, torch.Tensor]:
-        features = standardised(last_features(hidden))
-        surrogate = features.new_zeros(())
-        value = features.new_zeros(())
-        for key, in_class in class_masks(y):
-            present = torch.unique(groups[in_class])
-            if len(present) < 2:
-                continue
-            self.compared = True
-            share = in_class.float().mean()
-            means = torch.stack([features[in_class & (groups == g)].mean(dim=0) for g in present])  # (G, width)
-            for index, g in enumerate(present.tolist()):
-                others = torch.cat([means[:index], means[index + 1 :]])
-                batch_gap = means[index] - others.mean(dim=0)
-                gap = self._running((member, key, g), batch_gap.detach())
-                surrogate = surrogate + share / len(present) * (gap * batch_gap).mean()
-                value = value + share / len(present) * gap.pow(2).mean()
+        layers = range(len(hidden)) if self.every_layer else [len(hidden) - 1]
+        surrogate = hidden[-1].new_zeros(())
+        value = hidden[-1].new_zeros(())
+        for layer in layers:
+            features = standardised(last_features(hidden[: layer + 1]))
+            for key, in_class in class_masks(y):
+                present = torch.unique(groups[in_class])
+                if len(present) < 2:
+                    continue
+                self.compared = True
+                share = in_class.float().mean() / len(layers)
+                means = torch.stack([features[in_class & (groups == g)].mean(dim=0) for g in present])  # (G, width)
+                for index, g in enumerate(present.tolist()):
+                    others = torch.cat([means[:index], means[index + 1 :]])
+                    batch_gap = means[index] - others.mean(dim=0)
+                    gap = self._running((member, layer, key, g), batch_gap.detach())
+                    surrogate = surrogate + share / len(present) * (gap * batch_gap).mean()
+                    value = value + share / len(present) * gap.pow(2).mean()
         term = self.weight * (surrogate + (value - surrogate).detach())  # the value of the gap, its gradient
         return {"mean_gap": term}
 
 
-def attach_mean_match(ctx: LossContext, weight: float) -> MeanGap:
-    """Add ``weight`` times the running mean gap of f(x)'s h_L to ``ctx``'s hidden terms; return the term."""
-    term = MeanGap(weight)
+def attach_mean_match(ctx: LossContext, weight: float, every_layer: bool = False) -> MeanGap:
+    """Add ``weight`` times the running mean gap of f(x)'s h_L (``every_layer``: of each h_l, averaged over l) to
+    ``ctx``'s hidden terms; return the term."""
+    term = MeanGap(weight, every_layer=every_layer)
     ctx.hidden_terms.append(term)
     return term
 
@@ -256,7 +263,7 @@ def attach_adversary(
             "the protected attribute's labels in training: set data.protected (CelebA), or use a coloured dataset"
         )
     if settings.mean_match_on:
-        attach_mean_match(ctx, settings.protect_mean_match_weight)
+        attach_mean_match(ctx, settings.protect_mean_match_weight, settings.protect_mean_match_layers == "every")
     if not settings.adversary_on:
         return None
     widths = []

@@ -96,6 +96,24 @@ def test_the_terms_gradient_is_that_of_the_squared_gap():
     assert gap.pow(2).sum() > 0
 
 
+def test_every_layer_adds_the_gaps_of_the_earlier_layers_that_the_last_alone_does_not_see():
+    torch.manual_seed(0)
+    y, groups = torch.zeros(64, dtype=torch.long), torch.arange(64) % 2
+    first = torch.randn(64, 8)
+    first[:, :4] += 2.0 * groups.unsqueeze(1)  # the attribute shows in h_1 ...
+    last = torch.randn(64, 8)  # ... and not in h_L
+    assert float(MeanGap(1.0)([first, last], y, groups)["mean_gap"]) < 0.1
+    every = float(MeanGap(1.0, every_layer=True)([first, last], y, groups)["mean_gap"])
+    assert every > 0.5  # h_1's gap, about 4 standard deviations squared on half its units, over two layers
+    assert every == pytest.approx(float(MeanGap(1.0)([first], y, groups)["mean_gap"]) / 2, abs=0.1)
+    # Only the every-layer term sends h_1 a gradient, and most of it to the units that carry the attribute.
+    features, last = first.clone().requires_grad_(True), last.requires_grad_(True)
+    MeanGap(1.0)([features, last], y, groups)["mean_gap"].backward()
+    assert features.grad is None
+    MeanGap(1.0, every_layer=True)([features, last], y, groups)["mean_gap"].backward()
+    assert features.grad[:, :4].abs().sum() > 2 * features.grad[:, 4:].abs().sum()
+
+
 @pytest.mark.parametrize("name", [n for n, s in METHODS.items() if s.accepts_adversary])
 def test_every_accepting_method_adds_the_gap_and_a_step_against_it_narrows_it(name: str):
     torch.manual_seed(0)
@@ -136,6 +154,8 @@ def test_the_gap_keys_folders_only_once_it_is_on_and_trains_on_coloured_digits(t
 
     assert name("method.protect_mean_match_weight=0") == name()
     assert "__mean-match-2__" in name(ON)
+    assert name("method.protect_mean_match_layers=every") == name()  # read only once the gap is on
+    assert name(ON, "method.protect_mean_match_layers=every") != name(ON)
     both = name(ON, "method.protect_adversary_weight=0.1")
     assert "__adversary-0.1__mean-match-2__" in both
     result = runner.invoke(

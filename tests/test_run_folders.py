@@ -88,6 +88,7 @@ CHANGED: dict[tuple[str, ...], Any] = {
     ("method", "protect_adversary_objective"): "confusion",
     ("method", "protect_adversary_standardised"): True,
     ("method", "protect_mean_match_weight"): 1.0,
+    ("method", "protect_mean_match_layers"): "every",
     ("method", "decode_given_protected"): True,
 }
 

@@ -119,7 +119,8 @@ def run_variant(cfg: RunConfig) -> str:
         ways = ", ".join(way for way, on in differs.items() if on)
         parts.append(f"adversary {adversary.protect_adversary_weight:g}" + (f" ({ways})" if ways else ""))
     if adversary.mean_match_on:
-        parts.append(f"mean match {adversary.protect_mean_match_weight:g}")
+        every = " (every layer)" if adversary.protect_mean_match_layers == "every" else ""
+        parts.append(f"mean match {adversary.protect_mean_match_weight:g}{every}")
     return ", ".join(parts) or "none"
 
 

@@ -149,6 +149,13 @@ class AdversaryTerms(MethodSettings):
         "Belrose et al. 2023), so this asks directly for what Table 8's linear probe measures, with no adversary to "
         "train. Usable alone or with the adversary.",
     )
+    protect_mean_match_layers: Literal["last", "every"] = Field(
+        "last",
+        description="Where the mean gap is measured: 'last' (h_L, which Table 8's probe reads) or 'every' (each "
+        "hidden layer's gap, averaged over the layers; convolutional maps averaged over space). Under Eq. 4 / 5 the "
+        "earlier layers must carry what g redraws, the attribute included, unless g is given it "
+        "(method.decode_given_protected).",
+    )
     protect_adversary_objective: Literal["reverse", "confusion"] = Field(
         "reverse",
         description="What f is asked of the adversary: 'reverse' (gradient reversal: f raises the adversary's "
@@ -175,6 +182,7 @@ class AdversaryTerms(MethodSettings):
             "protect_adversary_given_label",
             "protect_adversary_objective",
             "protect_mean_match_weight",
+            "protect_mean_match_layers",
         }
     )
 
@@ -194,14 +202,15 @@ class AdversaryTerms(MethodSettings):
         return self.adversary_on or self.mean_match_on
 
     def unread(self) -> set[str]:
-        if self.adversary_on:
-            return set()
-        return {
-            "protect_adversary_hidden",
-            "protect_adversary_given_label",
-            "protect_adversary_objective",
-            "protect_adversary_standardised",
-        }
+        unread = set() if self.mean_match_on else {"protect_mean_match_layers"}
+        if not self.adversary_on:
+            unread |= {
+                "protect_adversary_hidden",
+                "protect_adversary_given_label",
+                "protect_adversary_objective",
+                "protect_adversary_standardised",
+            }
+        return unread
 
 
 @dataclass
