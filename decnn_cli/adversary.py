@@ -203,7 +203,7 @@ class MeanGap:
         surrogate = hidden[-1].new_zeros(())
         value = hidden[-1].new_zeros(())
         for layer in layers:
-            features = standardised(last_features(hidden[: layer + 1]))
+            features = standardised(last_features([hidden[layer]]))
             for key, in_class in class_masks(y):
                 present = torch.unique(groups[in_class])
                 if len(present) < 2:

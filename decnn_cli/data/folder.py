@@ -216,18 +216,16 @@ def class_tree(
         )
     top = splits.get("train", folder)
     try:
-        if is_class is os.DirEntry.is_dir:
-            classes, class_to_idx = find_classes(top)
-        else:
-            classes = sorted(e.name for e in os.scandir(top) if is_class(e))
-            class_to_idx = {c: i for i, c in enumerate(classes)}
-            if not classes:
-                raise FileNotFoundError
-    except FileNotFoundError:
+        by_default = is_class is os.DirEntry.is_dir
+        classes = find_classes(top)[0] if by_default else sorted(e.name for e in os.scandir(top) if is_class(e))
+    except FileNotFoundError:  # find_classes: no class folder
+        classes = []
+    if not classes:
         raise DecnnError(
             f"{name}: {top} holds no class subfolders of {what}; put each class's {what} in a folder of its own "
             f"({top}/<class>/*{suffixes[0]})"
-        ) from None
+        )
+    class_to_idx = {c: i for i, c in enumerate(classes)}  # find_classes' own numbering: sorted names
     found: dict[str, list[tuple[str, int]]] = {}
     for split, path in (splits or {"train": folder}).items():
         others = sorted({e.name for e in os.scandir(path) if is_class(e)} - set(classes))
